@@ -1,0 +1,261 @@
+//! The receiving half of a connection: decodes frames from a byte buffer, reassembles
+//! fragmented messages, validates text as it arrives, and enforces the limits.
+//!
+//! Decoding is resumable: a partially received frame leaves its bytes in the caller's buffer and
+//! its progress in [`Receiver`], so feeding bytes in any split, down to one at a time, gives the
+//! same messages, and an I/O layer that is cancelled between reads loses nothing.
+
+use bytes::{Buf, BytesMut};
+
+use crate::close::CloseFrame;
+use crate::error::Error;
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask_at;
+use crate::message::{Message, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+use crate::{Config, Role};
+
+#[derive(Debug)]
+enum Decode {
+    /// Waiting for a frame header.
+    Head,
+    /// The header was consumed; the payload starts at the front of the buffer. `done` payload
+    /// bytes at the front are already unmasked (and validated, for text).
+    Payload {
+        head: FrameHeader,
+        done: usize,
+        text: bool,
+    },
+    /// A close frame was received or the peer broke the protocol: nothing more is read.
+    Finished,
+}
+
+/// A fragmented message being reassembled.
+#[derive(Debug)]
+struct Partial {
+    text: bool,
+    data: BytesMut,
+}
+
+/// The receiving half of a WebSocket connection.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use duplex_proto::{recv::Receiver, Config, Message, Role};
+/// let mut rx = Receiver::new(Role::Client, Config::default());
+/// // RFC 6455 section 5.7: "Hel" and "lo" in two fragments, fed in two odd pieces.
+/// let mut buf = BytesMut::from(&b"\x01\x03He"[..]);
+/// assert_eq!(rx.receive(&mut buf), Ok(None));
+/// buf.extend_from_slice(b"l\x80\x02lo");
+/// assert_eq!(rx.receive(&mut buf), Ok(Some(Message::text("Hello"))));
+/// ```
+#[derive(Debug)]
+pub struct Receiver {
+    role: Role,
+    config: Config,
+    decode: Decode,
+    partial: Option<Partial>,
+    utf8: Utf8Validator,
+    rsv1_allowed: bool,
+}
+
+impl Receiver {
+    /// A receiver for `role`: servers require masked frames, clients refuse them.
+    pub fn new(role: Role, config: Config) -> Self {
+        Receiver {
+            role,
+            config,
+            decode: Decode::Head,
+            partial: None,
+            utf8: Utf8Validator::default(),
+            rsv1_allowed: false,
+        }
+    }
+
+    /// Decodes the next message from the front of `buf`, consuming the bytes it used.
+    ///
+    /// Returns `Ok(None)` when `buf` holds no complete message yet (read more bytes, append
+    /// them and call again), or after the connection finished. Control frames are returned as
+    /// they arrive, even between the fragments of a message. An error means the peer broke the
+    /// protocol: the connection is failed and nothing more is decoded.
+    pub fn receive(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+        let result = self.decode(buf);
+        if result.is_err() {
+            self.decode = Decode::Finished;
+            self.partial = None;
+        }
+        result
+    }
+
+    /// Whether the receiver stopped: a close frame arrived or the peer broke the protocol.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.decode, Decode::Finished)
+    }
+
+    /// How many more bytes the frame being received needs (0 between frames): a hint for how
+    /// much buffer space the next read should have.
+    pub fn read_hint(&self) -> usize {
+        match &self.decode {
+            Decode::Payload { head, done, .. } => (head.payload_len as usize).saturating_sub(*done),
+            _ => 0,
+        }
+    }
+
+    /// The limits this receiver enforces.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Allows RSV1 on data frames, for a negotiated extension that defines it.
+    pub fn allow_rsv1(&mut self, allowed: bool) {
+        self.rsv1_allowed = allowed;
+    }
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
+        loop {
+            match &mut self.decode {
+                Decode::Finished => return Ok(None),
+                Decode::Head => {
+                    let Some((head, len)) = FrameHeader::parse(buf)? else {
+                        return Ok(None);
+                    };
+                    let text = self.check(&head)?;
+                    buf.advance(len);
+                    self.decode = Decode::Payload {
+                        head,
+                        done: 0,
+                        text,
+                    };
+                }
+                Decode::Payload { head, done, text } => {
+                    let len = head.payload_len as usize;
+                    let ready = buf.len().min(len);
+                    if ready > *done {
+                        let fresh = &mut buf[*done..ready];
+                        if let Some(key) = head.mask {
+                            apply_mask_at(fresh, key, *done);
+                        }
+                        if *text {
+                            self.utf8.feed(fresh).map_err(|_| Error::InvalidUtf8)?;
+                        }
+                        *done = ready;
+                    }
+                    if ready < len {
+                        return Ok(None);
+                    }
+                    let head = *head;
+                    let payload = buf.split_to(len);
+                    self.decode = Decode::Head;
+                    if let Some(msg) = self.complete(head, payload)? {
+                        return Ok(Some(msg));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks a header against the connection's rules before its payload is read. Returns
+    /// whether the payload is text to validate.
+    fn check(&mut self, head: &FrameHeader) -> Result<bool, Error> {
+        // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero
+        // values" (RFC 6455 section 5.2).
+        if head.rsv2 || head.rsv3 || (head.rsv1 && !self.rsv1_allowed) {
+            return Err(Error::ReservedBits);
+        }
+        // "The server MUST close the connection upon receiving a frame that is not masked" and
+        // "A client MUST close a connection if it detects a masked frame" (section 5.1).
+        match (self.role, head.mask.is_some()) {
+            (Role::Server, false) => return Err(Error::UnmaskedFrame),
+            (Role::Client, true) => return Err(Error::MaskedFrame),
+            _ => {}
+        }
+        if head.opcode.is_control() {
+            // "All control frames MUST have a payload length of 125 bytes or less and MUST NOT
+            // be fragmented" (section 5.5).
+            if !head.fin {
+                return Err(Error::FragmentedControl);
+            }
+            if head.payload_len > 125 {
+                return Err(Error::ControlTooLong(head.payload_len));
+            }
+            if head.rsv1 {
+                return Err(Error::ReservedBits);
+            }
+            return Ok(false);
+        }
+        if head.payload_len > self.config.max_frame_size as u64 {
+            return Err(Error::FrameTooLarge {
+                size: head.payload_len,
+                max: self.config.max_frame_size,
+            });
+        }
+        let (text, so_far) = match (head.opcode, &self.partial) {
+            (OpCode::Continuation, None) => return Err(Error::UnexpectedContinuation),
+            (OpCode::Continuation, Some(p)) => {
+                if head.rsv1 {
+                    return Err(Error::ReservedBits);
+                }
+                (p.text, p.data.len() as u64)
+            }
+            (_, Some(_)) => return Err(Error::ExpectedContinuation),
+            (op, None) => {
+                self.utf8.reset();
+                (op == OpCode::Text, 0)
+            }
+        };
+        let size = so_far + head.payload_len;
+        if size > self.config.max_message_size as u64 {
+            return Err(Error::MessageTooLarge {
+                size,
+                max: self.config.max_message_size,
+            });
+        }
+        Ok(text)
+    }
+
+    fn complete(&mut self, head: FrameHeader, payload: BytesMut) -> Result<Option<Message>, Error> {
+        match head.opcode {
+            OpCode::Text | OpCode::Binary if head.fin => {
+                Ok(Some(self.finish(head.opcode == OpCode::Text, payload)?))
+            }
+            OpCode::Text | OpCode::Binary => {
+                self.partial = Some(Partial {
+                    text: head.opcode == OpCode::Text,
+                    data: payload,
+                });
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(partial) = self.partial.as_mut() else {
+                    return Err(Error::UnexpectedContinuation);
+                };
+                partial.data.unsplit(payload);
+                if !head.fin {
+                    return Ok(None);
+                }
+                let Some(Partial { text, data }) = self.partial.take() else {
+                    return Err(Error::UnexpectedContinuation);
+                };
+                Ok(Some(self.finish(text, data)?))
+            }
+            OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let frame = CloseFrame::parse(payload.freeze())?;
+                self.decode = Decode::Finished;
+                self.partial = None;
+                Ok(Some(Message::Close(frame)))
+            }
+        }
+    }
+
+    fn finish(&mut self, text: bool, data: BytesMut) -> Result<Message, Error> {
+        if !text {
+            return Ok(Message::Binary(data.freeze()));
+        }
+        if !self.utf8.is_complete() {
+            return Err(Error::InvalidUtf8);
+        }
+        Ok(Message::Text(Utf8Bytes::from_validated(data.freeze())))
+    }
+}

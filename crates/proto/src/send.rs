@@ -1,0 +1,453 @@
+//! The sending half of a connection: encodes messages into frames and queues their bytes.
+//!
+//! Bytes wait in a [`SendQueue`], which implements [`bytes::Buf`] with `chunks_vectored`, so an
+//! I/O layer writes header and payload together with one vectored write. Small frames are
+//! copied into one contiguous buffer (one write for many frames); large unmasked payloads are
+//! queued by reference and never copied.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::error::Error;
+use crate::frame::{FrameHeader, OpCode};
+use crate::mask::apply_mask;
+use crate::message::Message;
+use crate::Role;
+
+/// Payloads up to this size are copied next to their header: one small copy is cheaper than
+/// one more I/O vector, and consecutive small frames coalesce into a single write.
+const COPY_THRESHOLD: usize = 2048;
+
+/// Above this capacity an emptied coalescing buffer is freed rather than kept, so a connection
+/// that once sent a burst does not hold the memory while idle.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// Bytes waiting to be written, in order.
+///
+/// ```
+/// use bytes::Buf;
+/// use duplex_proto::{Connection, Message, Role};
+/// let mut conn = Connection::new(Role::Server, Default::default());
+/// conn.send(Message::text("Hello")).unwrap();
+/// let out = conn.send_queue();
+/// assert_eq!(out.chunk(), [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+/// out.advance(out.remaining());
+/// assert!(!out.has_remaining());
+/// ```
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    /// Frozen chunks, written before `tail`.
+    chunks: VecDeque<Bytes>,
+    /// Where headers and small payloads are appended.
+    tail: BytesMut,
+    /// Bytes in `chunks`.
+    chunked: usize,
+}
+
+impl SendQueue {
+    /// Appends raw bytes (for instance a frame encoded once and shared by many connections).
+    pub fn push_bytes(&mut self, bytes: Bytes) {
+        if bytes.len() <= COPY_THRESHOLD {
+            self.tail.extend_from_slice(&bytes);
+        } else {
+            self.seal_tail();
+            self.chunked += bytes.len();
+            self.chunks.push_back(bytes);
+        }
+    }
+
+    fn seal_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let sealed = self.tail.split().freeze();
+            self.chunked += sealed.len();
+            self.chunks.push_back(sealed);
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn len(&self) -> usize {
+        self.chunked + self.tail.len()
+    }
+
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Buf for SendQueue {
+    fn remaining(&self) -> usize {
+        self.len()
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self.chunks.front() {
+            Some(c) => c,
+            None => &self.tail,
+        }
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                self.tail.advance(cnt);
+                break;
+            };
+            let n = cnt.min(front.len());
+            front.advance(n);
+            self.chunked -= n;
+            cnt -= n;
+            if front.is_empty() {
+                self.chunks.pop_front();
+            }
+        }
+        if self.tail.is_empty() && self.tail.capacity() > KEEP_CAPACITY {
+            self.tail = BytesMut::new();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for chunk in self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain(std::iter::once(&self.tail[..]))
+        {
+            if n == dst.len() {
+                break;
+            }
+            if !chunk.is_empty() {
+                dst[n] = std::io::IoSlice::new(chunk);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// The sending half of a WebSocket connection.
+///
+/// It owns the close state of its direction: once a close frame is queued nothing more can be
+/// sent. [`Sender::react`] gives the answers the protocol obliges (pong for ping, close for
+/// close), so a receiving half that lives elsewhere (another task) only has to hand it the
+/// messages it received.
+#[derive(Debug)]
+pub struct Sender {
+    role: Role,
+    queue: SendQueue,
+    close_sent: bool,
+    /// `Some(is_text)` while the application is sending a fragmented message.
+    fragmenting: Option<bool>,
+}
+
+impl Sender {
+    /// A sender for `role`: clients mask every frame, servers never do.
+    pub fn new(role: Role) -> Self {
+        Sender {
+            role,
+            queue: SendQueue::default(),
+            close_sent: false,
+            fragmenting: None,
+        }
+    }
+
+    /// Queues a message as one frame. Sending [`Message::Close`] starts the close handshake.
+    pub fn send(&mut self, msg: Message) -> Result<(), Error> {
+        match msg {
+            Message::Text(t) => self.send_data(OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => self.send_data(OpCode::Binary, b),
+            Message::Ping(p) => self.send_control(OpCode::Ping, p),
+            Message::Pong(p) => self.send_control(OpCode::Pong, p),
+            Message::Close(frame) => self.close(frame),
+        }
+    }
+
+    fn send_data(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        if self.fragmenting.is_some() {
+            return Err(Error::InvalidFragmentSequence(
+                "a fragmented message is still being sent",
+            ));
+        }
+        self.write_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        Ok(())
+    }
+
+    fn send_control(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        if payload.len() > 125 {
+            return Err(Error::ControlPayloadTooLong(payload.len()));
+        }
+        self.write_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        Ok(())
+    }
+
+    /// Queues one fragment of a message the application sends in pieces.
+    ///
+    /// The first fragment has opcode [`OpCode::Text`] or [`OpCode::Binary`], the following ones
+    /// [`OpCode::Continuation`]; `fin` marks the last. Control messages may be sent between
+    /// fragments; other data messages may not.
+    ///
+    /// ```
+    /// use duplex_proto::{frame::OpCode, Role, send::Sender};
+    /// let mut tx = Sender::new(Role::Server);
+    /// tx.send_fragment(OpCode::Text, "Hel".into(), false).unwrap();
+    /// tx.send_fragment(OpCode::Continuation, "lo".into(), true).unwrap();
+    /// assert_eq!(tx.buffered(), 9); // RFC 6455 section 5.7: 01 03 Hel 80 02 lo
+    /// ```
+    pub fn send_fragment(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        fin: bool,
+    ) -> Result<(), Error> {
+        self.check_open()?;
+        match (opcode, self.fragmenting) {
+            (OpCode::Text | OpCode::Binary, None) => {}
+            (OpCode::Continuation, Some(_)) => {}
+            (OpCode::Continuation, None) => {
+                return Err(Error::InvalidFragmentSequence(
+                    "continuation without a first fragment",
+                ))
+            }
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(Error::InvalidFragmentSequence(
+                    "a fragmented message is still being sent",
+                ))
+            }
+            (_, _) => {
+                return Err(Error::InvalidFragmentSequence(
+                    "control frames cannot be fragmented",
+                ))
+            }
+        }
+        self.fragmenting = if fin {
+            None
+        } else {
+            Some(self.fragmenting.unwrap_or(opcode == OpCode::Text))
+        };
+        let mut head = FrameHeader::new(opcode, payload.len() as u64);
+        head.fin = fin;
+        self.write_frame(head, payload);
+        Ok(())
+    }
+
+    /// Queues a close frame (`None` sends one without a code). Only the first close is sent.
+    pub fn close(&mut self, frame: Option<CloseFrame>) -> Result<(), Error> {
+        self.check_open()?;
+        let payload = match &frame {
+            Some(f) => {
+                f.validate()?;
+                f.to_payload()
+            }
+            None => Bytes::new(),
+        };
+        self.write_frame(
+            FrameHeader::new(OpCode::Close, payload.len() as u64),
+            payload,
+        );
+        self.close_sent = true;
+        Ok(())
+    }
+
+    /// Queues what the protocol obliges in answer to a received message: a pong with the same
+    /// payload for a ping, and the echo of the code for a close (RFC 6455 section 5.5.1), unless
+    /// a close was already sent.
+    pub fn react(&mut self, received: &Message) {
+        if self.close_sent {
+            return;
+        }
+        match received {
+            Message::Ping(payload) => {
+                let payload = payload.clone();
+                self.write_frame(
+                    FrameHeader::new(OpCode::Pong, payload.len() as u64),
+                    payload,
+                );
+            }
+            Message::Close(frame) => {
+                let echo = frame.as_ref().map(|f| CloseFrame::new(f.code, ""));
+                // The peer's code passed validation on receipt, so this cannot fail.
+                let _ = self.close(echo);
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails the connection because of `err`: queues a close frame with the error's code and
+    /// message (unless a close was already sent). Local errors send nothing.
+    pub fn fail(&mut self, err: &Error) {
+        if let Some(code) = err.close_code() {
+            let _ = self.close(Some(CloseFrame::truncated(code, &err.to_string())));
+        }
+    }
+
+    /// Starts the closing handshake because the endpoint is going away (1001), if not done yet.
+    pub fn going_away(&mut self) {
+        let _ = self.close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "")));
+    }
+
+    /// Queues bytes that already form complete frames, for a message encoded once and sent to
+    /// many connections. The caller guarantees they are valid for this connection's role
+    /// (unmasked frames from a server).
+    pub fn send_raw(&mut self, frames: Bytes) -> Result<(), Error> {
+        self.check_open()?;
+        if self.fragmenting.is_some() {
+            return Err(Error::InvalidFragmentSequence(
+                "a fragmented message is still being sent",
+            ));
+        }
+        self.queue.push_bytes(frames);
+        Ok(())
+    }
+
+    /// Whether a close frame has been queued.
+    pub fn is_close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Bytes waiting to be written.
+    pub fn buffered(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The queue of bytes to write; advance it by what was written.
+    pub fn queue(&mut self) -> &mut SendQueue {
+        &mut self.queue
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        if self.close_sent {
+            Err(Error::AlreadyClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn write_frame(&mut self, mut head: FrameHeader, payload: Bytes) {
+        let q = &mut self.queue;
+        match self.role {
+            Role::Server => {
+                q.tail.extend_from_slice(head.encode().as_slice());
+                q.push_bytes(payload);
+            }
+            Role::Client => {
+                // RFC 6455 section 5.3: the key must be unpredictable so that a script cannot
+                // choose the bytes that appear on the wire (proxy cache poisoning).
+                let key: [u8; 4] = rand::random();
+                head.mask = Some(key);
+                q.tail.reserve(14 + payload.len());
+                q.tail.extend_from_slice(head.encode().as_slice());
+                let start = q.tail.len();
+                q.tail.put_slice(&payload);
+                apply_mask(&mut q.tail[start..], key);
+            }
+        }
+    }
+}
+
+/// Encodes one unmasked, final frame into bytes that can be queued on many server connections
+/// with [`Sender::send_raw`]: the broadcast path encodes a message once.
+///
+/// ```
+/// use duplex_proto::{send::encode_frame, frame::OpCode};
+/// assert_eq!(&encode_frame(OpCode::Text, b"Hello")[..], [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
+/// ```
+pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
+    let head = FrameHeader::new(opcode, payload.len() as u64);
+    let head = head.encode();
+    let mut out = BytesMut::with_capacity(head.as_slice().len() + payload.len());
+    out.put_slice(head.as_slice());
+    out.put_slice(payload);
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(tx: &mut Sender) -> Vec<u8> {
+        let q = tx.queue();
+        let mut out = Vec::new();
+        while q.has_remaining() {
+            let c = q.chunk().to_vec();
+            q.advance(c.len());
+            out.extend_from_slice(&c);
+        }
+        out
+    }
+
+    #[test]
+    fn rfc_fragments_and_ping() {
+        let mut tx = Sender::new(Role::Server);
+        tx.send_fragment(OpCode::Text, "Hel".into(), false).unwrap();
+        tx.send(Message::Ping("Hello".into())).unwrap(); // control frames may interleave
+        tx.send_fragment(OpCode::Continuation, "lo".into(), true)
+            .unwrap();
+        assert_eq!(
+            drain(&mut tx),
+            b"\x01\x03Hel\x89\x05Hello\x80\x02lo".to_vec()
+        );
+    }
+
+    #[test]
+    fn fragment_misuse_is_refused() {
+        let mut tx = Sender::new(Role::Server);
+        assert!(tx
+            .send_fragment(OpCode::Continuation, Bytes::new(), true)
+            .is_err());
+        tx.send_fragment(OpCode::Binary, Bytes::new(), false)
+            .unwrap();
+        assert!(tx.send(Message::text("x")).is_err());
+        assert!(tx.send_fragment(OpCode::Ping, Bytes::new(), true).is_err());
+    }
+
+    #[test]
+    fn large_payload_is_not_copied() {
+        let mut tx = Sender::new(Role::Server);
+        let payload = Bytes::from(vec![7u8; 100_000]);
+        tx.send(Message::Binary(payload.clone())).unwrap();
+        let mut slices = [std::io::IoSlice::new(&[]); 4];
+        let q = tx.queue();
+        assert_eq!(q.chunks_vectored(&mut slices), 2);
+        assert_eq!(slices[1].as_ptr(), payload.as_ptr());
+        assert_eq!(q.remaining(), 10 + 100_000);
+    }
+
+    #[test]
+    fn client_frames_are_masked() {
+        let mut tx = Sender::new(Role::Client);
+        tx.send(Message::text("Hello")).unwrap();
+        let wire = drain(&mut tx);
+        assert_eq!(&wire[..2], [0x81, 0x85]);
+        let key = [wire[2], wire[3], wire[4], wire[5]];
+        let mut payload = wire[6..].to_vec();
+        apply_mask(&mut payload, key);
+        assert_eq!(payload, b"Hello");
+    }
+
+    #[test]
+    fn nothing_after_close() {
+        let mut tx = Sender::new(Role::Server);
+        tx.close(Some(CloseFrame::new(CloseCode::NORMAL, "bye")))
+            .unwrap();
+        assert_eq!(tx.send(Message::text("late")), Err(Error::AlreadyClosed));
+        tx.react(&Message::Ping(Bytes::new()));
+        assert_eq!(drain(&mut tx), b"\x88\x05\x03\xe8bye".to_vec());
+    }
+
+    #[test]
+    fn unsendable_close_codes() {
+        let mut tx = Sender::new(Role::Server);
+        for code in [1005, 1006, 1015, 999] {
+            assert_eq!(
+                tx.close(Some(CloseFrame::new(CloseCode(code), ""))),
+                Err(Error::UnsendableCloseCode(code))
+            );
+        }
+        assert!(!tx.is_close_sent());
+    }
+}
