@@ -1,1 +1,52 @@
+//! # duplex
+//!
+//! Async WebSockets for tokio, built on the [`duplex_proto`] sans-I/O engine.
+//!
+//! - [`WebSocket`] over any `AsyncRead + AsyncWrite + Unpin`: a `Stream` and a `Sink` of
+//!   [`Message`]s, with [`WebSocket::split`] into independent halves.
+//! - Servers: [`accept`], [`server::accept_with`] (inspect the request, choose a
+//!   subprotocol, reject with a status), [`server::Handshake`] (serve plain HTTP and
+//!   WebSockets on one port).
+//! - Clients: [`connect`] and [`ClientBuilder`].
+//!
+//! An echo server:
+//!
+//! ```no_run
+//! # async fn run() -> duplex::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! loop {
+//!     let (tcp, _) = listener.accept().await?;
+//!     tokio::spawn(async move {
+//!         let mut ws = duplex::accept(tcp).await?;
+//!         while let Some(msg) = ws.recv().await {
+//!             let msg = msg?;
+//!             if msg.is_text() || msg.is_binary() {
+//!                 ws.send(msg).await?;
+//!             }
+//!         }
+//!         Ok::<_, duplex::Error>(())
+//!     });
+//! }
+//! # }
+//! ```
+#![deny(missing_docs, missing_debug_implementations)]
 
+pub mod client;
+mod config;
+mod error;
+mod io;
+pub mod server;
+pub mod split;
+mod websocket;
+
+pub use client::{connect, ClientBuilder};
+pub use config::Config;
+pub use duplex_proto::frame::OpCode;
+pub use duplex_proto::{CloseCode, CloseFrame, Message, Role, Utf8Bytes};
+pub use error::{Error, Result};
+pub use server::accept;
+pub use split::{WebSocketReader, WebSocketWriter};
+pub use websocket::WebSocket;
+
+/// The engine this library drives, for lower-level use.
+pub use duplex_proto as proto;

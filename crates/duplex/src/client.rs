@@ -1,0 +1,178 @@
+//! The client side: connect to a `ws://` URL and perform the opening handshake.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use duplex_proto::handshake::client::ClientHandshake;
+use duplex_proto::handshake::head::{parse_response, write_request};
+use duplex_proto::handshake::HandshakeError;
+use duplex_proto::Role;
+use http::{HeaderName, HeaderValue, Response, Uri};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+
+use crate::{Config, Error, Result, WebSocket};
+
+/// Connects to a `ws://` URL with the default configuration.
+///
+/// Returns the connection and the server's 101 response.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let (mut ws, response) = duplex::connect("ws://127.0.0.1:8080/echo").await?;
+/// ws.send(duplex::Message::text("hello")).await?;
+/// # Ok(()) }
+/// ```
+pub async fn connect(url: &str) -> Result<(WebSocket<TcpStream>, Response<()>)> {
+    ClientBuilder::new(url)?.connect().await
+}
+
+/// Options for a client connection.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let (ws, _) = duplex::ClientBuilder::new("ws://127.0.0.1:8080/chat")?
+///     .protocol("duplex.v1")
+///     .header(http::header::AUTHORIZATION, "Bearer secret".parse().unwrap())
+///     .connect()
+///     .await?;
+/// assert_eq!(ws.protocol(), Some("duplex.v1"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    uri: Uri,
+    handshake: ClientHandshake,
+    config: Config,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Starts building a connection to `url` (`ws://host[:port]/path?query`).
+    pub fn new(url: &str) -> Result<Self> {
+        let uri: Uri = url.parse().map_err(|e| Error::Url(format!("{url}: {e}")))?;
+        let handshake = ClientHandshake::new(&uri)?;
+        Ok(ClientBuilder {
+            uri,
+            handshake,
+            config: Config::default(),
+            connect_timeout: Duration::from_secs(10),
+        })
+    }
+
+    /// Offers a subprotocol (call several times to offer several, in order of preference).
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.handshake = self.handshake.protocol(protocol);
+        self
+    }
+
+    /// Adds a header to the upgrade request.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.handshake = self.handshake.header(name, value);
+        self
+    }
+
+    /// Sets the connection's configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the time allowed for the TCP connection (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Opens a TCP connection and performs the handshake.
+    pub async fn connect(self) -> Result<(WebSocket<TcpStream>, Response<()>)> {
+        let secure = matches!(self.uri.scheme_str(), Some("wss" | "https"));
+        if secure {
+            return Err(Error::Url(
+                "wss:// needs TLS, which this build does not support yet".into(),
+            ));
+        }
+        let host = self
+            .uri
+            .host()
+            .ok_or_else(|| Error::Url("no host".into()))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let tcp = timeout(self.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| Error::Timeout("connect"))??;
+        tcp.set_nodelay(true)?;
+        self.handshake_on(tcp).await
+    }
+
+    /// Performs the handshake on a transport that is already connected (a TLS stream, a
+    /// tunnel through a proxy, an in-memory pipe).
+    pub async fn handshake_on<S>(self, mut io: S) -> Result<(WebSocket<S>, Response<()>)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let mut head = Vec::with_capacity(256);
+        write_request(&self.handshake.request(), &mut head);
+        let limits = self.config.head_limits();
+        let exchange = async {
+            io.write_all(&head).await?;
+            let mut buf = BytesMut::with_capacity(1024);
+            loop {
+                if let Some((resp, len)) = parse_response(&buf, limits)? {
+                    let _ = buf.split_to(len);
+                    return Ok::<_, Error>((resp, buf));
+                }
+                if io.read_buf(&mut buf).await? == 0 {
+                    return Err(HandshakeError::Malformed(
+                        "connection closed before the response was complete".into(),
+                    )
+                    .into());
+                }
+            }
+        };
+        let (response, mut leftover) = timeout_at(deadline, exchange)
+            .await
+            .map_err(|_| Error::Timeout("opening handshake"))??;
+        let negotiated = match self.handshake.validate(&response) {
+            Ok(n) => n,
+            Err(HandshakeError::Status { status, .. }) => {
+                let body = read_body(&mut io, &response, &mut leftover, deadline).await;
+                return Err(HandshakeError::Status { status, body }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let ws = WebSocket::from_raw(io, Role::Client, self.config, leftover)
+            .with_protocol(negotiated.protocol);
+        Ok((ws, response))
+    }
+}
+
+/// Reads (at most 4 KiB of) a rejection's body, for the error message. Best effort: whatever
+/// arrived before the deadline.
+async fn read_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    response: &Response<()>,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> String {
+    const MAX: usize = 4096;
+    let want = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(MAX)
+        .min(MAX);
+    let _ = timeout_at(deadline, async {
+        while buf.len() < want {
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let end = buf.len().min(want);
+    String::from_utf8_lossy(&buf[..end]).trim_end().to_owned()
+}

@@ -1,0 +1,99 @@
+//! Limits and timeouts of a connection, with defaults chosen to be safe on the open internet.
+
+use std::time::Duration;
+
+/// Configuration of a WebSocket connection, for both roles.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = duplex::Config::default()
+///     .max_message_size(1 << 20)
+///     .close_timeout(Duration::from_secs(2));
+/// assert_eq!(config.max_message_size, 1 << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Largest frame payload accepted (default 16 MiB); larger closes with 1009.
+    pub max_frame_size: usize,
+    /// Largest message accepted, all fragments together (default 64 MiB); larger closes with 1009.
+    pub max_message_size: usize,
+    /// Largest HTTP head accepted during the handshake (default 8 KiB); a server answers 431.
+    pub max_head_size: usize,
+    /// Most header lines accepted during the handshake (default 64); a server answers 431.
+    pub max_headers: usize,
+    /// Time allowed for the whole opening handshake (default 10 s), so a client that trickles
+    /// its request a byte at a time cannot hold a connection open.
+    pub handshake_timeout: Duration,
+    /// Time the peer has to answer a close frame before the transport is dropped (default 5 s).
+    pub close_timeout: Duration,
+    /// Buffered outgoing bytes above which sending waits for the socket to drain (default
+    /// 128 KiB): a peer that does not read slows the sender down instead of growing memory.
+    pub write_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let proto = duplex_proto::Config::default();
+        Config {
+            max_frame_size: proto.max_frame_size,
+            max_message_size: proto.max_message_size,
+            max_head_size: 8 * 1024,
+            max_headers: 64,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            write_buffer_size: 128 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_head_size`].
+    pub fn max_head_size(mut self, bytes: usize) -> Self {
+        self.max_head_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::handshake_timeout`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::write_buffer_size`].
+    pub fn write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    pub(crate) fn proto(&self) -> duplex_proto::Config {
+        duplex_proto::Config::default()
+            .max_frame_size(self.max_frame_size)
+            .max_message_size(self.max_message_size)
+    }
+
+    pub(crate) fn head_limits(&self) -> duplex_proto::handshake::head::HeadLimits {
+        duplex_proto::handshake::head::HeadLimits {
+            max_bytes: self.max_head_size,
+            max_headers: self.max_headers,
+        }
+    }
+}

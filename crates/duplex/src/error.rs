@@ -1,0 +1,72 @@
+//! The library's error type.
+
+use duplex_proto::handshake::HandshakeError;
+use duplex_proto::CloseCode;
+
+/// What can go wrong on a WebSocket connection.
+///
+/// ```
+/// use duplex::{CloseCode, Error};
+/// let err = Error::from(duplex_proto::Error::InvalidUtf8);
+/// assert_eq!(err.close_code(), Some(CloseCode::INVALID_DATA));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer broke the protocol, or the application misused it; see
+    /// [`duplex_proto::Error::close_code`].
+    #[error(transparent)]
+    Protocol(duplex_proto::Error),
+    /// The opening handshake failed.
+    #[error("handshake failed: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// The transport failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The transport ended without a close frame (what browsers report as 1006).
+    #[error("connection closed without a close frame")]
+    AbnormalClosure,
+    /// The connection is closed: nothing more can be sent.
+    #[error("the connection is closed")]
+    Closed,
+    /// A timeout expired; the argument says which.
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    /// The server's upgrade callback refused the connection with this status.
+    #[error("upgrade refused with {0}")]
+    Rejected(http::StatusCode),
+    /// The URL cannot be connected to.
+    #[error("invalid URL: {0}")]
+    Url(String),
+    /// Halves from different connections were put back together.
+    #[error("the halves do not belong to the same connection")]
+    Reunite,
+}
+
+impl From<duplex_proto::Error> for Error {
+    fn from(e: duplex_proto::Error) -> Self {
+        match e {
+            duplex_proto::Error::Handshake(h) => Error::Handshake(h),
+            duplex_proto::Error::AlreadyClosed => Error::Closed,
+            other => Error::Protocol(other),
+        }
+    }
+}
+
+impl Error {
+    /// The close code this error sent to the peer, if it sent one.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match self {
+            Error::Protocol(e) => e.close_code(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout(_))
+    }
+}
+
+/// The result type of this library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,275 @@
+//! The server side of the opening handshake over a transport: read the request, let the
+//! application look at it (path, auth, origin, subprotocol), answer 101 or a rejection.
+
+use std::borrow::Cow;
+use std::future::poll_fn;
+
+use bytes::BytesMut;
+use duplex_proto::handshake::head::{parse_request, write_response};
+use duplex_proto::handshake::server::{reject_error, UpgradeRequest};
+use duplex_proto::handshake::HandshakeError;
+use duplex_proto::Role;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+use crate::io::poll_read_more;
+use crate::{Config, Error, Result, WebSocket};
+
+pub use duplex_proto::handshake::server::reject;
+
+/// An HTTP response that refuses an upgrade: a status and a one-line body. Build one with
+/// [`reject`].
+pub type Rejection = Response<String>;
+
+/// Accepts a WebSocket connection on `io` with the default [`Config`], whatever the path.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// let mut ws = duplex::accept(tcp).await?;
+/// while let Some(Ok(msg)) = ws.recv().await {
+///     if msg.is_text() || msg.is_binary() {
+///         ws.send(msg).await?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn accept<S>(io: S) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(io, Config::default(), |_| Ok(())).await
+}
+
+/// Accepts a WebSocket connection after `callback` has seen the request.
+///
+/// The callback may pick a subprotocol, add response headers, or refuse the upgrade with any
+/// status (401 without credentials, 403 for a foreign `Origin`, 404 for an unknown path, 503
+/// at capacity). Malformed handshakes are answered by the library itself: 405 for a method
+/// other than GET, 400 for missing upgrade headers or key, 426 for a version other than 13,
+/// 431 for a head over [`Config::max_head_size`]. The whole handshake must finish within
+/// [`Config::handshake_timeout`].
+///
+/// ```no_run
+/// use duplex::server::{accept_with, reject};
+/// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
+/// let ws = accept_with(tcp, duplex::Config::default(), |incoming| {
+///     if incoming.query_param("token").as_deref() != Some("secret") {
+///         return Err(reject(http::StatusCode::UNAUTHORIZED, "missing or wrong token"));
+///     }
+///     incoming.select_protocol(&["chat.v1"]);
+///     Ok(())
+/// })
+/// .await?;
+/// # Ok(()) }
+/// ```
+pub async fn accept_with<S, F>(io: S, config: Config, callback: F) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(&mut Incoming<'_>) -> Result<(), Rejection>,
+{
+    let deadline = Instant::now() + config.handshake_timeout;
+    let handshake = Handshake::read_at(io, config, deadline).await?;
+    handshake.upgrade_at(callback, deadline).await
+}
+
+/// An HTTP request read from a transport, not yet answered: upgrade it, or answer it as plain
+/// HTTP. Lets one port serve both pages and WebSockets.
+///
+/// ```no_run
+/// use duplex::server::Handshake;
+/// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
+/// let handshake = Handshake::read(tcp, duplex::Config::default()).await?;
+/// if handshake.request().uri().path() == "/healthz" {
+///     handshake.respond(http::Response::new("ok\n".to_string())).await?;
+/// } else {
+///     let ws = handshake.upgrade(|_| Ok(())).await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Handshake<S> {
+    io: S,
+    buf: BytesMut,
+    request: Request<()>,
+    config: Config,
+    deadline: Instant,
+}
+
+impl<S> Handshake<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Reads a request head within [`Config::handshake_timeout`]. A head that is malformed or
+    /// over the limits is answered (400 or 431) and reported as an error.
+    pub async fn read(io: S, config: Config) -> Result<Self> {
+        let deadline = Instant::now() + config.handshake_timeout;
+        Self::read_at(io, config, deadline).await
+    }
+
+    async fn read_at(mut io: S, config: Config, deadline: Instant) -> Result<Self> {
+        let mut buf = BytesMut::with_capacity(1024);
+        let parsed = timeout_at(deadline, async {
+            loop {
+                if let Some(done) = parse_request(&buf, config.head_limits())? {
+                    return Ok(done);
+                }
+                let n = poll_fn(|cx| poll_read_more(&mut io, 1024, &mut buf, cx)).await?;
+                if n == 0 {
+                    return Err(Error::Handshake(HandshakeError::Malformed(
+                        "connection closed before the request was complete".into(),
+                    )));
+                }
+            }
+        })
+        .await;
+        let (request, len) = match parsed {
+            Err(_) => return Err(Error::Timeout("opening handshake")),
+            Ok(Ok(done)) => done,
+            Ok(Err(Error::Handshake(e))) => {
+                let _ = timeout_at(deadline, send_response(&mut io, &reject_error(&e))).await;
+                return Err(e.into());
+            }
+            Ok(Err(e)) => return Err(e),
+        };
+        let _ = buf.split_to(len);
+        Ok(Handshake {
+            io,
+            buf,
+            request,
+            config,
+            deadline,
+        })
+    }
+
+    /// The request.
+    pub fn request(&self) -> &Request<()> {
+        &self.request
+    }
+
+    /// Answers with a plain HTTP response (the connection is then closed) and returns the
+    /// transport.
+    pub async fn respond(mut self, response: Response<String>) -> Result<S> {
+        timeout_at(self.deadline, send_response(&mut self.io, &response))
+            .await
+            .map_err(|_| Error::Timeout("opening handshake"))??;
+        Ok(self.io)
+    }
+
+    /// Validates the request as a WebSocket upgrade, lets `callback` decide, and answers.
+    /// See [`accept_with`].
+    pub async fn upgrade<F>(self, callback: F) -> Result<WebSocket<S>>
+    where
+        F: FnOnce(&mut Incoming<'_>) -> Result<(), Rejection>,
+    {
+        let deadline = self.deadline;
+        self.upgrade_at(callback, deadline).await
+    }
+
+    async fn upgrade_at<F>(mut self, callback: F, deadline: Instant) -> Result<WebSocket<S>>
+    where
+        F: FnOnce(&mut Incoming<'_>) -> Result<(), Rejection>,
+    {
+        let upgrade = match UpgradeRequest::validate(&self.request) {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = timeout_at(deadline, send_response(&mut self.io, &reject_error(&e))).await;
+                return Err(e.into());
+            }
+        };
+        let mut incoming = Incoming {
+            request: &self.request,
+            upgrade: &upgrade,
+            protocol: None,
+            headers: HeaderMap::new(),
+        };
+        if let Err(rejection) = callback(&mut incoming) {
+            let status = rejection.status();
+            let _ = timeout_at(deadline, send_response(&mut self.io, &rejection)).await;
+            return Err(Error::Rejected(status));
+        }
+        let Incoming {
+            protocol, headers, ..
+        } = incoming;
+        let mut response = upgrade.accept(protocol.as_deref());
+        response.headers_mut().extend(headers);
+        let mut head = Vec::with_capacity(256);
+        write_response(&response.map(|()| ""), &mut head);
+        timeout_at(deadline, self.io.write_all(&head))
+            .await
+            .map_err(|_| Error::Timeout("opening handshake"))??;
+        Ok(
+            WebSocket::from_raw(self.io, Role::Server, self.config, self.buf)
+                .with_protocol(protocol),
+        )
+    }
+}
+
+async fn send_response<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    response: &Response<String>,
+) -> Result<()> {
+    let mut out = Vec::with_capacity(256 + response.body().len());
+    write_response(response, &mut out);
+    io.write_all(&out).await?;
+    io.shutdown().await?;
+    Ok(())
+}
+
+/// What an [`accept_with`] callback sees: the request, and the answer being prepared.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    request: &'a Request<()>,
+    upgrade: &'a UpgradeRequest,
+    protocol: Option<String>,
+    headers: HeaderMap,
+}
+
+impl Incoming<'_> {
+    /// The upgrade request: path, query, headers (`Authorization`, `Origin`, `Cookie`, ...).
+    pub fn request(&self) -> &Request<()> {
+        self.request
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        self.request.uri().path()
+    }
+
+    /// The value of a query-string parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        let query = self.request.uri().query()?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The value of a header, if present and valid text.
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.request.headers().get(name)?.to_str().ok()
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> &[String] {
+        self.upgrade.protocols()
+    }
+
+    /// Chooses the first of `supported` (in the server's order) that the client offered, and
+    /// returns it.
+    pub fn select_protocol(&mut self, supported: &[&str]) -> Option<&str> {
+        self.protocol = self.upgrade.select_protocol(supported).map(str::to_owned);
+        self.protocol.as_deref()
+    }
+
+    /// Adds a header to the 101 response (for instance `Set-Cookie`).
+    pub fn add_header(&mut self, name: http::HeaderName, value: HeaderValue) {
+        self.headers.append(name, value);
+    }
+
+    /// A rejection with `status` and a one-line reason.
+    pub fn reject(&self, status: StatusCode, reason: &str) -> Rejection {
+        reject(status, reason)
+    }
+}

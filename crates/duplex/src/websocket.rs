@@ -1,0 +1,385 @@
+//! [`WebSocket`]: a connection over any `AsyncRead + AsyncWrite`, as a `Stream` of messages and
+//! a `Sink` of messages.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use duplex_proto::frame::OpCode;
+use duplex_proto::recv::Receiver;
+use duplex_proto::send::Sender;
+use duplex_proto::{CloseCode, CloseFrame, Message, Role};
+use futures_core::Stream;
+use futures_sink::Sink;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::io::{poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome};
+use crate::split::{self, WebSocketReader, WebSocketWriter};
+use crate::{Config, Error, Result};
+
+/// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything that
+/// implements `AsyncRead + AsyncWrite + Unpin`).
+///
+/// Read with [`WebSocket::recv`] (or as a [`Stream`]), write with [`WebSocket::send`] (or as a
+/// [`Sink`]). Pings are answered and close frames echoed as part of reading.
+///
+/// # Cancel safety
+///
+/// Every read is cancel safe: bytes already read and partial frames stay in the connection, so
+/// a `recv()` dropped by `tokio::select!` loses nothing and the next call continues where it
+/// stopped. A `send()` that is dropped after it started has queued its message, which goes out
+/// with the next send or flush; it is never sent twice or half-sent.
+///
+/// ```no_run
+/// # async fn run() -> duplex::Result<()> {
+/// let (mut ws, _response) = duplex::connect("ws://127.0.0.1:8080/echo").await?;
+/// ws.send(duplex::Message::text("hello")).await?;
+/// while let Some(msg) = ws.recv().await {
+///     println!("{:?}", msg?);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    io: S,
+    rx: Receiver,
+    tx: Sender,
+    read_buf: BytesMut,
+    config: Config,
+    role: Role,
+    protocol: Option<String>,
+    /// A message held back until the frames it caused (pong, close reply) are written.
+    held: Option<Result<Message>>,
+    /// Started when this side sends a close frame: bounds the wait for the peer's answer.
+    close_timer: Option<Pin<Box<Sleep>>>,
+    /// The stream has ended.
+    terminated: bool,
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Wraps a transport on which the opening handshake already happened (for instance one
+    /// handed over by hyper's upgrade mechanism). `leftover` holds bytes read past the
+    /// handshake, which belong to the first frames.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use duplex::{Message, Role, WebSocket};
+    /// let (a, b) = tokio::io::duplex(1024);
+    /// let mut client = WebSocket::from_raw(a, Role::Client, Default::default(), Default::default());
+    /// let mut server = WebSocket::from_raw(b, Role::Server, Default::default(), Default::default());
+    /// client.send(Message::text("hi")).await.unwrap();
+    /// assert_eq!(server.recv().await.unwrap().unwrap(), Message::text("hi"));
+    /// # });
+    /// ```
+    pub fn from_raw(io: S, role: Role, config: Config, leftover: BytesMut) -> Self {
+        WebSocket {
+            io,
+            rx: Receiver::new(role, config.proto()),
+            tx: Sender::new(role),
+            read_buf: leftover,
+            config,
+            role,
+            protocol: None,
+            held: None,
+            close_timer: None,
+            terminated: false,
+        }
+    }
+
+    pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Receives the next message; `None` once the connection is closed.
+    ///
+    /// A [`Message::Close`] is returned when the peer closes (its answer is already sent);
+    /// the next call returns `None`. Pings are returned for information after their pong is
+    /// written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe; see the [type docs](WebSocket#cancel-safety).
+    pub async fn recv(&mut self) -> Option<Result<Message>> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+
+    /// Sends a message and flushes it to the transport.
+    ///
+    /// Waits while more than [`Config::write_buffer_size`] bytes are queued.
+    ///
+    /// # Cancel safety
+    ///
+    /// If dropped before completion, the message may be queued; it is then written by the next
+    /// send or flush.
+    pub async fn send(&mut self, msg: Message) -> Result<()> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        Pin::new(&mut *self).start_send(msg)?;
+        poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Sends one fragment of a message sent in pieces (see
+    /// [`duplex_proto::send::Sender::send_fragment`]): the first with `OpCode::Text` or
+    /// `OpCode::Binary`, the rest with `OpCode::Continuation`, the last with `fin` set.
+    pub async fn send_fragment(&mut self, opcode: OpCode, payload: Bytes, fin: bool) -> Result<()> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.tx.send_fragment(opcode, payload, fin)?;
+        poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Closes the connection: sends a close frame (`None` for one without a code), waits for
+    /// the peer's close frame for at most [`Config::close_timeout`], then ends the transport.
+    ///
+    /// Data messages that arrive while waiting are discarded; to read them, send a
+    /// [`Message::Close`] instead and keep calling [`WebSocket::recv`] until it returns `None`.
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
+        if !self.tx.is_close_sent() && !self.terminated {
+            self.tx.close(frame)?;
+        }
+        while let Some(item) = self.recv().await {
+            match item {
+                Ok(_) => {}
+                Err(Error::Protocol(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The subprotocol agreed during the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether this is the client or the server end.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The transport.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// The transport, mutably. Reading or writing it directly corrupts the connection.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
+    }
+
+    /// Bytes queued and not yet written to the transport.
+    pub fn buffered(&self) -> usize {
+        self.tx.buffered()
+    }
+
+    /// Splits into a reading and a writing half that can move to different tasks; see
+    /// [`WebSocketReader`] and [`WebSocketWriter`]. [`WebSocketReader::reunite`] puts them
+    /// back together.
+    pub fn split(self) -> (WebSocketReader<S>, WebSocketWriter<S>) {
+        split::split(
+            self.io,
+            self.rx,
+            self.tx,
+            self.read_buf,
+            self.config,
+            self.role,
+            self.protocol,
+        )
+    }
+
+    pub(crate) fn from_halves(
+        io: S,
+        rx: Receiver,
+        tx: Sender,
+        read_buf: BytesMut,
+        config: Config,
+        role: Role,
+        protocol: Option<String>,
+    ) -> Self {
+        WebSocket {
+            io,
+            rx,
+            tx,
+            read_buf,
+            config,
+            role,
+            protocol,
+            held: None,
+            close_timer: None,
+            terminated: false,
+        }
+    }
+
+    /// Ends the transport after the closing handshake: a server closes it first (RFC 6455
+    /// section 7.1.1), a client waits for the server to do so, within the close timeout.
+    ///
+    /// The closing handshake is complete by then, so a peer that resets the transport instead
+    /// of closing it politely is not an error.
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.role == Role::Client {
+            self.start_close_timer();
+            let timed_out = match &mut self.close_timer {
+                Some(t) => t.as_mut().poll(cx).is_ready(),
+                None => false,
+            };
+            if !timed_out {
+                let _ = ready!(poll_drain_to_eof(&mut self.io, &mut self.read_buf, cx));
+            }
+        }
+        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+        Poll::Ready(())
+    }
+
+    fn start_close_timer(&mut self) {
+        if self.close_timer.is_none() {
+            self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
+        }
+    }
+}
+
+impl<S> Stream for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Item = Result<Message>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.tx.buffered() > 0 {
+                match poll_write_queue(&mut this.io, this.tx.queue(), 0, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => {
+                        this.terminated = true;
+                        if this.rx.is_finished() {
+                            // The peer closed first and may already have dropped the
+                            // transport; what it said (the held close frame) is what counts.
+                            return Poll::Ready(this.held.take());
+                        }
+                        this.held = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    // A close reply or a failure's close frame must be out before the
+                    // application hears of it; a pong may wait while reading continues.
+                    Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
+                        if !this.poll_close_timer(cx) {
+                            return Poll::Pending;
+                        }
+                        this.terminated = true;
+                        return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if let Some(item) = this.held.take() {
+                return Poll::Ready(Some(item));
+            }
+            if this.terminated {
+                return Poll::Ready(None);
+            }
+            if this.rx.is_finished() {
+                // Both close frames exchanged (or the peer failed the connection).
+                ready!(this.poll_finish(cx));
+                this.terminated = true;
+                return Poll::Ready(None);
+            }
+            if this.tx.is_close_sent() && this.poll_close_timer(cx) {
+                this.terminated = true;
+                return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
+            }
+            match ready!(poll_read_message(
+                &mut this.io,
+                &mut this.rx,
+                &mut this.read_buf,
+                cx
+            )) {
+                ReadOutcome::Message(msg) => {
+                    this.tx.react(&msg);
+                    if this.tx.buffered() == 0 {
+                        return Poll::Ready(Some(Ok(msg)));
+                    }
+                    this.held = Some(Ok(msg));
+                }
+                ReadOutcome::Protocol(e) => {
+                    this.tx.fail(&e);
+                    this.held = Some(Err(e.into()));
+                }
+                ReadOutcome::Finished => {}
+                ReadOutcome::Eof => {
+                    this.terminated = true;
+                    return Poll::Ready(Some(Err(Error::AbnormalClosure)));
+                }
+                ReadOutcome::Io(e) => {
+                    this.terminated = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// Whether the close timer (running once a close frame was sent) has expired.
+    fn poll_close_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.tx.is_close_sent() {
+            return false;
+        }
+        self.start_close_timer();
+        match &mut self.close_timer {
+            Some(t) => t.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+}
+
+impl<S> Sink<Message> for WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if this.tx.is_close_sent() {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        let keep = this.config.write_buffer_size.saturating_sub(1);
+        ready!(poll_write_queue(&mut this.io, this.tx.queue(), keep, cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
+        self.get_mut().tx.send(msg)?;
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        ready!(poll_write_queue(&mut this.io, this.tx.queue(), 0, cx))?;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends a normal close frame (1000) if none was sent and flushes it. The peer's answer
+    /// is then read from the stream side.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        if !this.tx.is_close_sent() {
+            this.tx
+                .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
+        }
+        ready!(poll_write_queue(&mut this.io, this.tx.queue(), 0, cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
