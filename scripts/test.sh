@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite: formatting, lints, unit/integration/property/doc tests, and
+# the Autobahn|TestSuite in both roles. This is what CI runs (through .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo test"
+cargo test --workspace --quiet
+
+step "Autobahn|TestSuite, server and client roles"
+bash scripts/autobahn.sh all
+
+printf '\nall tests passed\n'
