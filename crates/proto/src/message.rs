@@ -30,9 +30,8 @@ impl Utf8Bytes {
     #[inline]
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor either starts from a `str`/`String` or validates the bytes
-        // (`TryFrom<Bytes>`, or the connection's incremental validator before
-        // `from_bytes_unchecked`), and the bytes are immutable afterwards. Re-validating here
-        // would cost a full pass over every message each time it is read.
+        // (`TryFrom<Bytes>`, `TryFrom<Vec<u8>>`), and the bytes are immutable afterwards.
+        // Re-validating here would cost a full pass over every message each time it is read.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
@@ -44,12 +43,6 @@ impl Utf8Bytes {
     /// Gives up the UTF-8 guarantee and returns the bytes.
     pub fn into_bytes(self) -> Bytes {
         self.0
-    }
-
-    /// Wraps bytes the caller has already validated.
-    pub(crate) fn from_validated(bytes: Bytes) -> Self {
-        debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Utf8Bytes(bytes)
     }
 }
 

@@ -256,6 +256,10 @@ impl Receiver {
         if !self.utf8.is_complete() {
             return Err(Error::InvalidUtf8);
         }
-        Ok(Message::Text(Utf8Bytes::from_validated(data.freeze())))
+        // The incremental validator saw these bytes while they sat, unconsumed, in the caller's
+        // buffer, which safe code can rewrite (or swap) before the frame completes. `Utf8Bytes`
+        // promises UTF-8 to `as_str`, so the whole message is checked once more here.
+        let text = Utf8Bytes::try_from(data.freeze()).map_err(|_| Error::InvalidUtf8)?;
+        Ok(Message::Text(text))
     }
 }

@@ -49,7 +49,7 @@ impl ClientHandshake {
                 "scheme {scheme:?} is not ws or wss"
             )));
         }
-        if uri.host().is_none_or(str::is_empty) {
+        if matches!(uri.host(), None | Some("")) {
             return Err(HandshakeError::Url("no host".into()));
         }
         let key: [u8; 16] = rand::random();
