@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use duplex::server::{reject, Handshake};
+use duplex::server::Handshake;
 use duplex::{Config, Message};
 use http::{Response, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,7 +98,7 @@ async fn handle(tcp: TcpStream, config: Config) -> duplex::Result<()> {
             handshake.respond(Response::new(body)).await.map(drop)
         }
         _ => handshake
-            .respond(reject(
+            .respond(duplex::proto::handshake::server::reject(
                 StatusCode::NOT_FOUND,
                 "no such endpoint (try /echo)",
             ))
@@ -114,9 +114,8 @@ fn is_upgrade<B>(req: &http::Request<B>) -> bool {
 /// Sends every text and binary message back unchanged until the peer closes.
 async fn echo(mut ws: duplex::WebSocket<TcpStream>) -> duplex::Result<()> {
     while let Some(msg) = ws.recv().await {
-        match msg? {
-            msg @ (Message::Text(_) | Message::Binary(_)) => ws.send(msg).await?,
-            _ => {}
+        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
+            ws.send(msg).await?;
         }
     }
     Ok(())

@@ -52,7 +52,10 @@ impl ClientBuilder {
     /// Starts building a connection to `url` (`ws://host[:port]/path?query`).
     pub fn new(url: &str) -> Result<Self> {
         let uri: Uri = url.parse().map_err(|e| Error::Url(format!("{url}: {e}")))?;
-        let handshake = ClientHandshake::new(&uri)?;
+        let handshake = ClientHandshake::new(&uri).map_err(|e| match e {
+            HandshakeError::Url(why) => Error::Url(format!("{url}: {why}")),
+            other => other.into(),
+        })?;
         Ok(ClientBuilder {
             uri,
             handshake,

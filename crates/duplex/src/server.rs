@@ -16,11 +16,48 @@ use tokio::time::{timeout_at, Instant};
 use crate::io::poll_read_more;
 use crate::{Config, Error, Result, WebSocket};
 
-pub use duplex_proto::handshake::server::reject;
+/// An HTTP response that refuses an upgrade, returned by an [`accept_with`] callback.
+///
+/// Boxed so that `Result<(), Rejection>` stays one word wide.
+///
+/// ```
+/// use duplex::server::{reject, Rejection};
+/// let r: Rejection = reject(http::StatusCode::FORBIDDEN, "origin not allowed");
+/// assert_eq!(r.status(), 403);
+/// let custom = Rejection::from(http::Response::builder().status(503).body("full\n".to_string()).unwrap());
+/// assert_eq!(custom.status(), 503);
+/// ```
+#[derive(Debug)]
+pub struct Rejection(Box<Response<String>>);
 
-/// An HTTP response that refuses an upgrade: a status and a one-line body. Build one with
-/// [`reject`].
-pub type Rejection = Response<String>;
+impl Rejection {
+    /// The status the connection is refused with.
+    pub fn status(&self) -> StatusCode {
+        self.0.status()
+    }
+
+    /// Adds a header to the response (`WWW-Authenticate`, `Retry-After`, ...).
+    pub fn with_header(mut self, name: http::HeaderName, value: HeaderValue) -> Self {
+        self.0.headers_mut().append(name, value);
+        self
+    }
+
+    /// The HTTP response.
+    pub fn into_response(self) -> Response<String> {
+        *self.0
+    }
+}
+
+impl From<Response<String>> for Rejection {
+    fn from(response: Response<String>) -> Self {
+        Rejection(Box::new(response))
+    }
+}
+
+/// A rejection with `status` and a one-line plain-text reason as the body.
+pub fn reject(status: StatusCode, reason: &str) -> Rejection {
+    Rejection::from(duplex_proto::handshake::server::reject(status, reason))
+}
 
 /// Accepts a WebSocket connection on `io` with the default [`Config`], whatever the path.
 ///
@@ -187,7 +224,11 @@ where
         };
         if let Err(rejection) = callback(&mut incoming) {
             let status = rejection.status();
-            let _ = timeout_at(deadline, send_response(&mut self.io, &rejection)).await;
+            let _ = timeout_at(
+                deadline,
+                send_response(&mut self.io, &rejection.into_response()),
+            )
+            .await;
             return Err(Error::Rejected(status));
         }
         let Incoming {

@@ -255,6 +255,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
         let this = self.get_mut();
         this.drain_control();
         if this.tx.is_close_sent() {
+            // The close may have just been queued by `drain_control` (the echo of the peer's
+            // close, or a failure's close frame): write it out before reporting the end, or a
+            // writer that only ever sends would never answer and the peer would time out.
+            let _ = ready!(this.poll_write_all(cx));
             return Poll::Ready(Err(Error::Closed));
         }
         let keep = this.config.write_buffer_size.saturating_sub(1);

@@ -29,8 +29,8 @@ use crate::{Config, Error, Result};
 ///
 /// Every read is cancel safe: bytes already read and partial frames stay in the connection, so
 /// a `recv()` dropped by `tokio::select!` loses nothing and the next call continues where it
-/// stopped. A `send()` that is dropped after it started has queued its message, which goes out
-/// with the next send or flush; it is never sent twice or half-sent.
+/// stopped. A `send()` that is dropped may have queued its message (if it got past waiting for
+/// buffer space); a queued message goes out with the next send or flush, never twice or half.
 ///
 /// ```no_run
 /// # async fn run() -> duplex::Result<()> {
