@@ -38,6 +38,9 @@ pub enum Error {
     /// The URL cannot be connected to.
     #[error("invalid URL: {0}")]
     Url(String),
+    /// The application used the API in a way it does not support; the text says how.
+    #[error("invalid use: {0}")]
+    Usage(&'static str),
     /// Halves from different connections were put back together.
     #[error("the halves do not belong to the same connection")]
     Reunite,

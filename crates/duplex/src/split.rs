@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::io::{poll_read_message, poll_write_queue, ReadOutcome};
-use crate::{Config, Error, Result, WebSocket};
+use crate::{Config, Error, PreparedMessage, Result, WebSocket};
 
 /// What the reader hands over to the writer.
 #[derive(Debug)]
@@ -192,6 +192,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub async fn send(&mut self, msg: Message) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         Pin::new(&mut *self).start_send(msg)?;
+        self.flush().await
+    }
+
+    /// Sends a message encoded once for many connections; see [`WebSocket::send_prepared`].
+    pub async fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        crate::prepared::check_role(self.role)?;
+        self.tx.send_raw(msg.frame())?;
         self.flush().await
     }
 

@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 
 use crate::io::{poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
-use crate::{Config, Error, Result};
+use crate::{Config, Error, PreparedMessage, Result};
 
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything that
 /// implements `AsyncRead + AsyncWrite + Unpin`).
@@ -121,6 +121,26 @@ where
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         Pin::new(&mut *self).start_send(msg)?;
         poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Sends a message encoded once for many connections (see [`PreparedMessage`]) and flushes
+    /// it. Only servers can send prepared messages; a client gets [`Error::Protocol`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`WebSocket::send`].
+    pub async fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
+        poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.queue_prepared(msg)?;
+        poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
+    }
+
+    /// Queues a prepared message without flushing; [`Sink::poll_flush`] (or the next send)
+    /// writes it. Lets a fan-out loop batch several messages into one write.
+    pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
+        crate::prepared::check_role(self.role)?;
+        self.tx.send_raw(msg.frame())?;
+        Ok(())
     }
 
     /// Sends one fragment of a message sent in pieces (see

@@ -1,8 +1,6 @@
 //! Helpers shared by the integration tests: bounded tests, connected pairs over loopback TCP,
 //! and a hand-written client for talking raw HTTP and raw frames to a duplex server.
 #![allow(dead_code)]
-// `accept_with` callbacks return `Result<(), Rejection>`, whose error is a whole HTTP response;
-// clippy flags each such closure as a large `Err` variant.
 
 use std::future::Future;
 use std::time::Duration;
