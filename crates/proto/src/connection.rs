@@ -56,6 +56,13 @@ impl Connection {
         }
     }
 
+    /// Turns on permessage-deflate in both directions with the parameters the handshake
+    /// agreed (see [`crate::deflate::negotiate`]).
+    pub fn set_deflate(&mut self, params: Option<&crate::deflate::DeflateParams>) {
+        self.receiver.set_deflate(params);
+        self.sender.set_deflate(params);
+    }
+
     /// Rebuilds a connection from halves driven separately.
     pub fn from_parts(receiver: Receiver, sender: Sender) -> Self {
         Connection { receiver, sender }

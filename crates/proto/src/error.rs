@@ -55,6 +55,9 @@ pub enum Error {
     /// A text message or close reason that is not UTF-8.
     #[error("invalid UTF-8 in text")]
     InvalidUtf8,
+    /// A compressed message could not be decompressed (or compressed).
+    #[error("permessage-deflate: {0}")]
+    Compression(String),
     /// A frame longer than the configured limit.
     #[error("frame of {size} bytes exceeds the limit of {max}")]
     FrameTooLarge {
@@ -109,7 +112,7 @@ impl Error {
             | InvalidLength
             | InvalidClosePayload
             | InvalidCloseCode(_) => Some(CloseCode::PROTOCOL),
-            InvalidUtf8 => Some(CloseCode::INVALID_DATA),
+            InvalidUtf8 | Compression(_) => Some(CloseCode::INVALID_DATA),
             FrameTooLarge { .. } | MessageTooLarge { .. } => Some(CloseCode::TOO_BIG),
             ControlPayloadTooLong(_)
             | ReasonTooLong(_)

@@ -29,8 +29,10 @@ impl Utf8Bytes {
     /// The text as a string slice.
     #[inline]
     pub fn as_str(&self) -> &str {
-        // SAFETY: every constructor either starts from a `str`/`String` or validates the bytes
-        // (`TryFrom<Bytes>`, `TryFrom<Vec<u8>>`), and the bytes are immutable afterwards.
+        // SAFETY: every constructor either starts from a `str`/`String`, validates the bytes
+        // (`TryFrom<Bytes>`, `TryFrom<Vec<u8>>`), or is `from_validated`, which the receiver
+        // calls only on bytes its validator checked where no other code could write them
+        // (see `Receiver::finish`); `Bytes` are immutable afterwards.
         // Re-validating here would cost a full pass over every message each time it is read.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
@@ -38,6 +40,13 @@ impl Utf8Bytes {
     /// The underlying bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
+    }
+
+    /// Wraps bytes that the receiver validated itself, in a buffer nobody else could write to
+    /// since.
+    pub(crate) fn from_validated(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Utf8Bytes(bytes)
     }
 
     /// Gives up the UTF-8 guarantee and returns the bytes.

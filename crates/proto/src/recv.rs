@@ -8,6 +8,8 @@
 use bytes::{Buf, BytesMut};
 
 use crate::close::CloseFrame;
+use crate::deflate::codec::Inflater;
+use crate::deflate::DeflateParams;
 use crate::error::Error;
 use crate::frame::{FrameHeader, OpCode};
 use crate::mask::apply_mask_at;
@@ -24,6 +26,7 @@ enum Decode {
     Payload {
         head: FrameHeader,
         done: usize,
+        /// Validate the raw payload as UTF-8 (uncompressed text).
         text: bool,
     },
     /// A close frame was received or the peer broke the protocol: nothing more is read.
@@ -34,7 +37,12 @@ enum Decode {
 #[derive(Debug)]
 struct Partial {
     text: bool,
+    /// Sent with permessage-deflate: `data` is empty and `inflated` holds the output so far.
+    compressed: bool,
+    /// Raw payload so far (uncompressed messages), or compressed bytes received (for the limit).
     data: BytesMut,
+    received: u64,
+    inflated: Vec<u8>,
 }
 
 /// The receiving half of a WebSocket connection.
@@ -56,7 +64,10 @@ pub struct Receiver {
     decode: Decode,
     partial: Option<Partial>,
     utf8: Utf8Validator,
-    rsv1_allowed: bool,
+    /// Text bytes were validated while still in the caller's buffer, which safe code can
+    /// rewrite before the frame completes: the finished message must be checked again.
+    exposed: bool,
+    inflater: Option<Inflater>,
 }
 
 impl Receiver {
@@ -68,7 +79,8 @@ impl Receiver {
             decode: Decode::Head,
             partial: None,
             utf8: Utf8Validator::default(),
-            rsv1_allowed: false,
+            exposed: false,
+            inflater: None,
         }
     }
 
@@ -106,9 +118,10 @@ impl Receiver {
         &self.config
     }
 
-    /// Allows RSV1 on data frames, for a negotiated extension that defines it.
-    pub fn allow_rsv1(&mut self, allowed: bool) {
-        self.rsv1_allowed = allowed;
+    /// Turns on permessage-deflate with the agreed parameters: RSV1 on the first frame of a
+    /// data message then means "compressed" (RFC 7692 section 6).
+    pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
+        self.inflater = params.map(Inflater::new);
     }
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
@@ -141,6 +154,7 @@ impl Receiver {
                         *done = ready;
                     }
                     if ready < len {
+                        self.exposed |= *text && *done > 0;
                         return Ok(None);
                     }
                     let head = *head;
@@ -159,7 +173,7 @@ impl Receiver {
     fn check(&mut self, head: &FrameHeader) -> Result<bool, Error> {
         // "MUST be 0 unless an extension is negotiated that defines meanings for non-zero
         // values" (RFC 6455 section 5.2).
-        if head.rsv2 || head.rsv3 || (head.rsv1 && !self.rsv1_allowed) {
+        if head.rsv2 || head.rsv3 || (head.rsv1 && self.inflater.is_none()) {
             return Err(Error::ReservedBits);
         }
         // "The server MUST close the connection upon receiving a frame that is not masked" and
@@ -189,18 +203,20 @@ impl Receiver {
                 max: self.config.max_frame_size,
             });
         }
-        let (text, so_far) = match (head.opcode, &self.partial) {
+        let (text, compressed, so_far) = match (head.opcode, &self.partial) {
             (OpCode::Continuation, None) => return Err(Error::UnexpectedContinuation),
             (OpCode::Continuation, Some(p)) => {
+                // RFC 7692 section 6.1: RSV1 is set on the first frame of a message only.
                 if head.rsv1 {
                     return Err(Error::ReservedBits);
                 }
-                (p.text, p.data.len() as u64)
+                (p.text, p.compressed, p.received)
             }
             (_, Some(_)) => return Err(Error::ExpectedContinuation),
             (op, None) => {
                 self.utf8.reset();
-                (op == OpCode::Text, 0)
+                self.exposed = false;
+                (op == OpCode::Text, head.rsv1, 0)
             }
         };
         let size = so_far + head.payload_len;
@@ -210,33 +226,37 @@ impl Receiver {
                 max: self.config.max_message_size,
             });
         }
-        Ok(text)
+        // Compressed text is validated after decompression.
+        Ok(text && !compressed)
     }
 
     fn complete(&mut self, head: FrameHeader, payload: BytesMut) -> Result<Option<Message>, Error> {
         match head.opcode {
-            OpCode::Text | OpCode::Binary if head.fin => {
-                Ok(Some(self.finish(head.opcode == OpCode::Text, payload)?))
-            }
             OpCode::Text | OpCode::Binary => {
-                self.partial = Some(Partial {
+                let mut partial = Partial {
                     text: head.opcode == OpCode::Text,
-                    data: payload,
-                });
+                    compressed: head.rsv1,
+                    data: BytesMut::new(),
+                    received: 0,
+                    inflated: Vec::new(),
+                };
+                self.append(&mut partial, payload)?;
+                if head.fin {
+                    return Ok(Some(self.finish(partial)?));
+                }
+                self.partial = Some(partial);
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some(partial) = self.partial.as_mut() else {
+                let Some(mut partial) = self.partial.take() else {
                     return Err(Error::UnexpectedContinuation);
                 };
-                partial.data.unsplit(payload);
-                if !head.fin {
-                    return Ok(None);
+                self.append(&mut partial, payload)?;
+                if head.fin {
+                    return Ok(Some(self.finish(partial)?));
                 }
-                let Some(Partial { text, data }) = self.partial.take() else {
-                    return Err(Error::UnexpectedContinuation);
-                };
-                Ok(Some(self.finish(text, data)?))
+                self.partial = Some(partial);
+                Ok(None)
             }
             OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
@@ -249,17 +269,65 @@ impl Receiver {
         }
     }
 
-    fn finish(&mut self, text: bool, data: BytesMut) -> Result<Message, Error> {
-        if !text {
-            return Ok(Message::Binary(data.freeze()));
+    /// Adds one frame's payload to a message: kept as is, or decompressed (and the new text
+    /// validated at once, so bad UTF-8 fails on the frame that carries it).
+    fn append(&mut self, partial: &mut Partial, payload: BytesMut) -> Result<(), Error> {
+        partial.received += payload.len() as u64;
+        if !partial.compressed {
+            if partial.data.is_empty() {
+                partial.data = payload;
+            } else {
+                partial.data.unsplit(payload);
+            }
+            return Ok(());
+        }
+        let Some(inflater) = self.inflater.as_mut() else {
+            return Err(Error::ReservedBits);
+        };
+        let before = partial.inflated.len();
+        inflater.inflate(
+            &payload,
+            &mut partial.inflated,
+            self.config.max_message_size,
+        )?;
+        if partial.text {
+            self.utf8
+                .feed(&partial.inflated[before..])
+                .map_err(|_| Error::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, mut partial: Partial) -> Result<Message, Error> {
+        let data = if partial.compressed {
+            let Some(inflater) = self.inflater.as_mut() else {
+                return Err(Error::ReservedBits);
+            };
+            let before = partial.inflated.len();
+            inflater.finish(&mut partial.inflated, self.config.max_message_size)?;
+            if partial.text {
+                self.utf8
+                    .feed(&partial.inflated[before..])
+                    .map_err(|_| Error::InvalidUtf8)?;
+            }
+            bytes::Bytes::from(partial.inflated)
+        } else {
+            partial.data.freeze()
+        };
+        if !partial.text {
+            return Ok(Message::Binary(data));
         }
         if !self.utf8.is_complete() {
             return Err(Error::InvalidUtf8);
         }
-        // The incremental validator saw these bytes while they sat, unconsumed, in the caller's
-        // buffer, which safe code can rewrite (or swap) before the frame completes. `Utf8Bytes`
-        // promises UTF-8 to `as_str`, so the whole message is checked once more here.
-        let text = Utf8Bytes::try_from(data.freeze()).map_err(|_| Error::InvalidUtf8)?;
-        Ok(Message::Text(text))
+        if self.exposed {
+            // The incremental validator saw some of these bytes while they sat, unconsumed, in
+            // the caller's buffer, which safe code can rewrite (or swap) before the frame
+            // completes. `Utf8Bytes` promises UTF-8 to `as_str`, so check once more.
+            return Utf8Bytes::try_from(data)
+                .map(Message::Text)
+                .map_err(|_| Error::InvalidUtf8);
+        }
+        Ok(Message::Text(Utf8Bytes::from_validated(data)))
     }
 }

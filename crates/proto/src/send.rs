@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::codec::Deflater;
+use crate::deflate::DeflateParams;
 use crate::error::Error;
 use crate::frame::{FrameHeader, OpCode};
 use crate::mask::apply_mask;
@@ -141,6 +143,7 @@ pub struct Sender {
     close_sent: bool,
     /// `Some(is_text)` while the application is sending a fragmented message.
     fragmenting: Option<bool>,
+    deflater: Option<Deflater>,
 }
 
 impl Sender {
@@ -151,7 +154,16 @@ impl Sender {
             queue: SendQueue::default(),
             close_sent: false,
             fragmenting: None,
+            deflater: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the agreed parameters: data messages at least as
+    /// large as the threshold are compressed (RSV1 set). Fragments sent with
+    /// [`Sender::send_fragment`] and prepared frames go uncompressed, which the extension
+    /// allows per message.
+    pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
+        self.deflater = params.map(Deflater::new);
     }
 
     /// Queues a message as one frame. Sending [`Message::Close`] starts the close handshake.
@@ -172,7 +184,17 @@ impl Sender {
                 "a fragmented message is still being sent",
             ));
         }
-        self.write_frame(FrameHeader::new(opcode, payload.len() as u64), payload);
+        let mut head = FrameHeader::new(opcode, payload.len() as u64);
+        let payload = match self.deflater.as_mut() {
+            Some(d) if d.wants(payload.len()) => {
+                let packed = Bytes::from(d.compress(&payload)?);
+                head.rsv1 = true;
+                head.payload_len = packed.len() as u64;
+                packed
+            }
+            _ => payload,
+        };
+        self.write_frame(head, payload);
         Ok(())
     }
 

@@ -496,16 +496,22 @@ mod section_5_2_base_framing {
 
     #[test]
     fn rsv1_allowed_only_when_negotiated_and_only_on_first_data_frame() {
+        let params = duplex_proto::deflate::negotiate::params_for_test(Default::default());
+        // RFC 7692 section 7.2.3.1: "Hello" compressed, RSV1 set.
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         let (mut rx, _) = Connection::new(Role::Client, Config::default()).into_parts();
-        rx.allow_rsv1(true);
-        let mut buf = BytesMut::from(&unmasked(0xc2, b"x")[..]);
-        assert_eq!(rx.receive(&mut buf), Ok(Some(Message::binary(&b"x"[..]))));
+        rx.set_deflate(Some(&params));
+        let mut buf = BytesMut::from(&unmasked(0xc2, &hello)[..]);
+        assert_eq!(
+            rx.receive(&mut buf),
+            Ok(Some(Message::binary(&b"Hello"[..])))
+        );
         // Never on control frames.
         let mut buf = BytesMut::from(&unmasked(0xc9, b"")[..]);
         assert_eq!(rx.receive(&mut buf), Err(Error::ReservedBits));
         // Never on continuation frames.
         let (mut rx, _) = Connection::new(Role::Client, Config::default()).into_parts();
-        rx.allow_rsv1(true);
+        rx.set_deflate(Some(&params));
         let mut buf = BytesMut::from(&unmasked(0x42, b"x")[..]);
         buf.extend_from_slice(&unmasked(0xc0, b"y"));
         assert_eq!(rx.receive(&mut buf), Err(Error::ReservedBits));

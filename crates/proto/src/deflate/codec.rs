@@ -1,0 +1,331 @@
+//! Compressing and decompressing message payloads (RFC 7692 section 7.2).
+//!
+//! A compressed message is the DEFLATE stream of its payload flushed with a sync flush, minus
+//! the four bytes `00 00 ff ff` that end every sync flush; the receiver appends them back.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use super::DeflateParams;
+use crate::error::Error;
+
+/// The tail of a sync flush, removed by the sender and restored by the receiver.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// Output grows by at most this much per step, so a decompression bomb is caught within one
+/// step of the limit and the full inflated size is never allocated.
+const STEP: usize = 64 * 1024;
+
+/// Compresses outgoing messages for one connection.
+///
+/// The zlib state (about 256 KiB at 15 window bits) is allocated on the first compressed
+/// message, not when the connection opens.
+///
+/// ```
+/// use duplex_proto::deflate::codec::Deflater;
+/// use duplex_proto::deflate::{negotiate, DeflateConfig};
+/// let params = negotiate::params_for_test(DeflateConfig::default());
+/// let mut deflater = Deflater::new(&params);
+/// // RFC 7692 section 7.2.3.1: "Hello" compressed.
+/// assert_eq!(deflater.compress(b"Hello").unwrap(), [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+/// ```
+pub struct Deflater {
+    state: Option<Compress>,
+    level: u32,
+    window_bits: u8,
+    reset: bool,
+    threshold: usize,
+}
+
+impl std::fmt::Debug for Deflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflater")
+            .field("allocated", &self.state.is_some())
+            .field("window_bits", &self.window_bits)
+            .field("reset", &self.reset)
+            .finish()
+    }
+}
+
+impl Deflater {
+    /// A compressor for the agreed parameters.
+    pub fn new(params: &DeflateParams) -> Self {
+        Deflater {
+            state: None,
+            level: params.level,
+            window_bits: params.compress_window_bits,
+            reset: params.compress_reset,
+            threshold: params.threshold,
+        }
+    }
+
+    /// Whether a payload of `len` bytes is worth compressing.
+    pub fn wants(&self, len: usize) -> bool {
+        len >= self.threshold
+    }
+
+    /// Compresses one whole message payload.
+    pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let (level, bits) = (self.level, self.window_bits);
+        let c = self.state.get_or_insert_with(|| {
+            Compress::new_with_window_bits(Compression::new(level), false, bits)
+        });
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        let start = c.total_in();
+        loop {
+            let consumed = (c.total_in() - start) as usize;
+            if out.capacity() - out.len() < 64 {
+                out.reserve(out.capacity().max(64));
+            }
+            c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+                .map_err(|e| Error::Compression(e.to_string()))?;
+            // Done once all input is in and the flush did not run out of room.
+            if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+                break;
+            }
+        }
+        if out.ends_with(&TAIL) {
+            out.truncate(out.len() - TAIL.len());
+        }
+        if self.reset {
+            c.reset();
+        }
+        Ok(out)
+    }
+}
+
+/// Decompresses incoming messages for one connection, never producing more than the message
+/// size limit.
+///
+/// ```
+/// use duplex_proto::deflate::codec::Inflater;
+/// use duplex_proto::deflate::{negotiate, DeflateConfig};
+/// let params = negotiate::params_for_test(DeflateConfig::default());
+/// let mut inflater = Inflater::new(&params);
+/// let mut out = Vec::new();
+/// inflater.inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], &mut out, 1024).unwrap();
+/// inflater.finish(&mut out, 1024).unwrap();
+/// assert_eq!(out, b"Hello");
+/// ```
+pub struct Inflater {
+    state: Option<Decompress>,
+    window_bits: u8,
+    reset: bool,
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater")
+            .field("allocated", &self.state.is_some())
+            .field("window_bits", &self.window_bits)
+            .finish()
+    }
+}
+
+impl Inflater {
+    /// A decompressor for the agreed parameters.
+    pub fn new(params: &DeflateParams) -> Self {
+        Inflater {
+            state: None,
+            window_bits: params.decompress_window_bits,
+            reset: params.decompress_reset,
+        }
+    }
+
+    /// Decompresses the payload of one frame of a compressed message, appending to `out`.
+    ///
+    /// Fails with [`Error::MessageTooLarge`] as soon as `out` would pass `max` bytes, and with
+    /// [`Error::Compression`] on data that is not DEFLATE.
+    pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
+        let bits = self.window_bits.max(9);
+        let d = self
+            .state
+            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let start = d.total_in();
+        loop {
+            let consumed = (d.total_in() - start) as usize;
+            if out.len() == out.capacity() {
+                if out.len() > max {
+                    return Err(Error::MessageTooLarge {
+                        size: out.len() as u64,
+                        max,
+                    });
+                }
+                // Room for at most one step past the limit, so the limit is detected without
+                // ever allocating what a bomb would expand to.
+                let room = (max + 1 - out.len()).clamp(1, STEP);
+                out.reserve_exact(room);
+            }
+            let (in_before, out_before) = (d.total_in(), out.len());
+            let status = d
+                .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
+                .map_err(|e| Error::Compression(e.to_string()))?;
+            if out.len() > max {
+                return Err(Error::MessageTooLarge {
+                    size: out.len() as u64,
+                    max,
+                });
+            }
+            let all_in = (d.total_in() - start) as usize == input.len();
+            match status {
+                // A final block: the peer's stream ended; nothing more may follow.
+                Status::StreamEnd => {
+                    return if all_in {
+                        Ok(())
+                    } else {
+                        Err(Error::Compression(
+                            "data after the end of the stream".into(),
+                        ))
+                    }
+                }
+                _ if all_in && out.len() < out.capacity() => return Ok(()),
+                _ if d.total_in() == in_before
+                    && out.len() == out_before
+                    && out.len() < out.capacity() =>
+                {
+                    return Err(Error::Compression("decompressor made no progress".into()))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Ends a compressed message: feeds the removed sync-flush tail, then resets the state if
+    /// the peer does not keep context.
+    pub fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
+        self.inflate(&TAIL, out, max)?;
+        if self.reset {
+            if let Some(d) = self.state.as_mut() {
+                d.reset(false);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deflate::negotiate::params_for_test;
+    use crate::deflate::DeflateConfig;
+
+    fn roundtrip(config: DeflateConfig, messages: &[&[u8]]) -> Vec<Vec<u8>> {
+        let params = params_for_test(config);
+        let mut d = Deflater::new(&params);
+        let mut i = Inflater::new(&params);
+        messages
+            .iter()
+            .map(|m| {
+                let packed = d.compress(m).unwrap();
+                let mut out = Vec::new();
+                i.inflate(&packed, &mut out, 1 << 20).unwrap();
+                i.finish(&mut out, 1 << 20).unwrap();
+                out
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rfc_7692_hello_with_context_takeover() {
+        // Section 7.2.3.2: the second "Hello" refers back to the first.
+        let params = params_for_test(DeflateConfig::default());
+        let mut d = Deflater::new(&params);
+        assert_eq!(
+            d.compress(b"Hello").unwrap(),
+            [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+        );
+        assert_eq!(
+            d.compress(b"Hello").unwrap(),
+            [0xf2, 0x00, 0x11, 0x00, 0x00]
+        );
+    }
+
+    #[test]
+    fn rfc_7692_hello_without_context_takeover() {
+        let params = params_for_test(DeflateConfig::default().no_context_takeover(true));
+        let mut d = Deflater::new(&params);
+        for _ in 0..2 {
+            assert_eq!(
+                d.compress(b"Hello").unwrap(),
+                [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
+            );
+        }
+    }
+
+    #[test]
+    fn rfc_7692_decodes_its_examples() {
+        let params = params_for_test(DeflateConfig::default());
+        let mut i = Inflater::new(&params);
+        // 7.2.3.3: a non-compressed block.
+        let mut out = Vec::new();
+        i.inflate(
+            &[
+                0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+            ],
+            &mut out,
+            100,
+        )
+        .unwrap();
+        i.finish(&mut out, 100).unwrap();
+        assert_eq!(out, b"Hello");
+        // 7.2.3.5: two deflate blocks in one message.
+        let mut i = Inflater::new(&params);
+        let mut out = Vec::new();
+        i.inflate(
+            &[
+                0xf2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xff, 0xff, 0xca, 0xc9, 0xc9, 0x07, 0x00,
+            ],
+            &mut out,
+            100,
+        )
+        .unwrap();
+        i.finish(&mut out, 100).unwrap();
+        assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn empty_and_large_messages_roundtrip() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let msgs: [&[u8]; 4] = [b"", b"a", &big, b"hello hello hello"];
+        assert_eq!(
+            roundtrip(DeflateConfig::default(), &msgs),
+            msgs.map(<[u8]>::to_vec)
+        );
+        assert_eq!(
+            roundtrip(
+                DeflateConfig::default()
+                    .window_bits(9)
+                    .no_context_takeover(true),
+                &msgs
+            ),
+            msgs.map(<[u8]>::to_vec)
+        );
+    }
+
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let params = params_for_test(DeflateConfig::default());
+        let zeros = vec![0u8; 8 << 20];
+        let packed = Deflater::new(&params).compress(&zeros).unwrap();
+        assert!(packed.len() < 16 * 1024, "{}", packed.len());
+        let mut out = Vec::new();
+        let err = Inflater::new(&params)
+            .inflate(&packed, &mut out, 1 << 20)
+            .unwrap_err();
+        assert!(matches!(err, Error::MessageTooLarge { .. }), "{err}");
+        assert!(
+            out.capacity() <= (1 << 20) + STEP,
+            "allocated {}",
+            out.capacity()
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_compression_error() {
+        let params = params_for_test(DeflateConfig::default());
+        let mut out = Vec::new();
+        let err = Inflater::new(&params)
+            .inflate(&[0xff, 0xff, 0xff, 0xff], &mut out, 100)
+            .unwrap_err();
+        assert!(matches!(err, Error::Compression(_)), "{err}");
+    }
+}
