@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
+use duplex_proto::deflate::negotiate;
 use duplex_proto::handshake::client::ClientHandshake;
 use duplex_proto::handshake::head::{parse_response, write_request};
 use duplex_proto::handshake::HandshakeError;
@@ -116,8 +117,12 @@ impl ClientBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let deadline = Instant::now() + self.config.handshake_timeout;
+        let handshake = match &self.config.deflate {
+            Some(cfg) => self.handshake.extension(negotiate::client_offer(cfg)),
+            None => self.handshake,
+        };
         let mut head = Vec::with_capacity(256);
-        write_request(&self.handshake.request(), &mut head);
+        write_request(&handshake.request(), &mut head);
         let limits = self.config.head_limits();
         let exchange = async {
             io.write_all(&head).await?;
@@ -138,7 +143,7 @@ impl ClientBuilder {
         let (response, mut leftover) = timeout_at(deadline, exchange)
             .await
             .map_err(|_| Error::Timeout("opening handshake"))??;
-        let negotiated = match self.handshake.validate(&response) {
+        let negotiated = match handshake.validate(&response) {
             Ok(n) => n,
             Err(HandshakeError::Status { status, .. }) => {
                 let body = read_body(&mut io, &response, &mut leftover, deadline).await;
@@ -146,8 +151,19 @@ impl ClientBuilder {
             }
             Err(e) => return Err(e.into()),
         };
+        let deflate = match (&self.config.deflate, negotiated.extensions.as_slice()) {
+            (_, []) => None,
+            (Some(cfg), [answer]) => Some(negotiate::client_accept(answer, cfg)?),
+            (_, _) => {
+                return Err(HandshakeError::Extension(
+                    "more than one extension in the answer".into(),
+                )
+                .into())
+            }
+        };
         let ws = WebSocket::from_raw(io, Role::Client, self.config, leftover)
-            .with_protocol(negotiated.protocol);
+            .with_protocol(negotiated.protocol)
+            .with_deflate(deflate);
         Ok((ws, response))
     }
 }

@@ -41,7 +41,7 @@ pub mod split;
 mod websocket;
 
 pub use client::{connect, ClientBuilder};
-pub use config::Config;
+pub use config::{Config, DeflateConfig};
 pub use duplex_proto::frame::OpCode;
 pub use duplex_proto::{CloseCode, CloseFrame, Message, Role, Utf8Bytes};
 pub use error::{Error, Result};

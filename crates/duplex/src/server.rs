@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::future::poll_fn;
 
 use bytes::BytesMut;
+use duplex_proto::deflate::negotiate;
 use duplex_proto::handshake::head::{parse_request, write_response};
 use duplex_proto::handshake::server::{reject_error, UpgradeRequest};
 use duplex_proto::handshake::HandshakeError;
@@ -236,6 +237,17 @@ where
         } = incoming;
         let mut response = upgrade.accept(protocol.as_deref());
         response.headers_mut().extend(headers);
+        let deflate = self
+            .config
+            .deflate
+            .and_then(|cfg| negotiate::server_accept(upgrade.extensions(), &cfg));
+        if let Some((answer, _)) = &deflate {
+            if let Ok(value) = HeaderValue::from_str(&answer.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+            }
+        }
         let mut head = Vec::with_capacity(256);
         write_response(&response.map(|()| ""), &mut head);
         timeout_at(deadline, self.io.write_all(&head))
@@ -243,7 +255,8 @@ where
             .map_err(|_| Error::Timeout("opening handshake"))??;
         Ok(
             WebSocket::from_raw(self.io, Role::Server, self.config, self.buf)
-                .with_protocol(protocol),
+                .with_protocol(protocol)
+                .with_deflate(deflate.map(|(_, params)| params)),
         )
     }
 }

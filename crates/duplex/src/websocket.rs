@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use duplex_proto::deflate::DeflateParams;
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::Sender;
@@ -50,12 +51,15 @@ pub struct WebSocket<S> {
     config: Config,
     role: Role,
     protocol: Option<String>,
+    deflate: Option<DeflateParams>,
     /// A message held back until the frames it caused (pong, close reply) are written.
     held: Option<Result<Message>>,
     /// Started when this side sends a close frame: bounds the wait for the peer's answer.
     close_timer: Option<Pin<Box<Sleep>>>,
     /// The stream has ended.
     terminated: bool,
+    /// The transport's write side was shut down.
+    shut_down: bool,
 }
 
 impl<S> WebSocket<S>
@@ -85,15 +89,32 @@ where
             config,
             role,
             protocol: None,
+            deflate: None,
             held: None,
             close_timer: None,
             terminated: false,
+            shut_down: false,
         }
     }
 
     pub(crate) fn with_protocol(mut self, protocol: Option<String>) -> Self {
         self.protocol = protocol;
         self
+    }
+
+    /// Turns on permessage-deflate with parameters agreed during a handshake made elsewhere
+    /// (see [`duplex_proto::deflate::negotiate`]); [`crate::accept`] and [`crate::connect`]
+    /// do this themselves.
+    pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
+        self.rx.set_deflate(params.as_ref());
+        self.tx.set_deflate(params.as_ref());
+        self.deflate = params;
+        self
+    }
+
+    /// The permessage-deflate parameters in force, if it was negotiated.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
     }
 
     /// Receives the next message; `None` once the connection is closed.
@@ -233,9 +254,11 @@ where
             config,
             role,
             protocol,
+            deflate: None,
             held: None,
             close_timer: None,
             terminated: false,
+            shut_down: false,
         }
     }
 
@@ -255,7 +278,15 @@ where
                 let _ = ready!(poll_drain_to_eof(&mut self.io, &mut self.read_buf, cx));
             }
         }
-        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+        self.poll_shutdown_once(cx)
+    }
+
+    /// Shuts the transport's write side down, once; errors are moot at this point.
+    fn poll_shutdown_once(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.shut_down {
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            self.shut_down = true;
+        }
         Poll::Ready(())
     }
 
@@ -301,6 +332,15 @@ where
                 }
             }
             if let Some(item) = this.held.take() {
+                if this.role == Role::Server && this.rx.is_finished() && this.tx.is_close_sent() {
+                    // The closing handshake is complete: a server closes the TCP connection
+                    // right away (RFC 6455 section 7.1.1) rather than when the application
+                    // next polls or drops the socket, so the client is not left waiting.
+                    if this.poll_shutdown_once(cx).is_pending() {
+                        this.held = Some(item);
+                        return Poll::Pending;
+                    }
+                }
                 return Poll::Ready(Some(item));
             }
             if this.terminated {
