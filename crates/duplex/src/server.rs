@@ -187,6 +187,12 @@ where
         &self.request
     }
 
+    /// Replaces the configuration the connection gets if upgraded, so that a server with
+    /// several endpoints can choose limits by path after reading the request.
+    pub fn set_config(&mut self, config: Config) {
+        self.config = config;
+    }
+
     /// Answers with a plain HTTP response (the connection is then closed) and returns the
     /// transport.
     pub async fn respond(mut self, response: Response<String>) -> Result<S> {
