@@ -17,10 +17,13 @@ pub struct ConnectArgs {
     /// Subprotocol to offer (repeatable).
     #[arg(long = "subprotocol")]
     subprotocols: Vec<String>,
+    #[command(flatten)]
+    deflate: crate::deflate_args::DeflateArgs,
 }
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let mut builder = ClientBuilder::new(&args.url)?;
+    let mut builder = ClientBuilder::new(&args.url)?
+        .config(duplex::Config::default().deflate(args.deflate.config()));
     for p in &args.subprotocols {
         builder = builder.protocol(p.clone());
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod connect;
+mod deflate_args;
 mod serve;
 
 /// WebSocket toolkit: serve, connect.

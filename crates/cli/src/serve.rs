@@ -22,12 +22,15 @@ pub struct ServeArgs {
     /// Largest message accepted, in bytes; larger ones close the connection with 1009.
     #[arg(long, default_value_t = Config::default().max_message_size)]
     max_message_size: usize,
+    #[command(flatten)]
+    deflate: crate::deflate_args::DeflateArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::default()
         .max_message_size(args.max_message_size)
-        .max_frame_size(args.max_message_size.min(Config::default().max_frame_size));
+        .max_frame_size(args.max_message_size.min(Config::default().max_frame_size))
+        .deflate(args.deflate.config());
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot resolve {}", args.host))?

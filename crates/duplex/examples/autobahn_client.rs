@@ -6,7 +6,7 @@
 //! ```
 //! `scripts/autobahn.sh` starts the suite's fuzzing server and runs this for you.
 
-use duplex::{Config, Message};
+use duplex::{Config, DeflateConfig, Message};
 
 const AGENT: &str = "duplex";
 
@@ -39,10 +39,11 @@ async fn case_count(base: &str) -> anyhow::Result<u32> {
 }
 
 async fn run_case(url: &str) -> duplex::Result<()> {
-    // Section 9 sends messages up to 16 MiB.
+    // Section 9 sends messages up to 16 MiB; sections 12 and 13 need permessage-deflate.
     let config = Config::default()
         .max_frame_size(64 << 20)
-        .max_message_size(64 << 20);
+        .max_message_size(64 << 20)
+        .deflate(Some(DeflateConfig::default()));
     let (mut ws, _) = duplex::ClientBuilder::new(url)?
         .config(config)
         .connect()

@@ -1,0 +1,38 @@
+//! The permessage-deflate options shared by `duplex serve` and `duplex connect`.
+
+use clap::Args;
+use duplex::DeflateConfig;
+
+/// permessage-deflate (RFC 7692) settings.
+#[derive(Debug, Clone, Args)]
+pub struct DeflateArgs {
+    /// Negotiate permessage-deflate compression (off by default: each compressed connection
+    /// costs about 300 KiB of memory at 15 window bits).
+    #[arg(long)]
+    pub deflate: bool,
+    /// LZ77 window in bits (9-15): smaller saves memory, larger compresses better.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    pub deflate_window_bits: u8,
+    /// Compression level (0-9).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub deflate_level: u32,
+    /// Messages smaller than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 32)]
+    pub deflate_threshold: usize,
+    /// Reset the compressor after every message (less ratio, no history kept between messages).
+    #[arg(long)]
+    pub deflate_no_context_takeover: bool,
+}
+
+impl DeflateArgs {
+    /// The library configuration, or `None` when compression is off.
+    pub fn config(&self) -> Option<DeflateConfig> {
+        self.deflate.then(|| {
+            DeflateConfig::default()
+                .window_bits(self.deflate_window_bits)
+                .level(self.deflate_level)
+                .threshold(self.deflate_threshold)
+                .no_context_takeover(self.deflate_no_context_takeover)
+        })
+    }
+}
