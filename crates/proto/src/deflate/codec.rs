@@ -3,6 +3,8 @@
 //! A compressed message is the DEFLATE stream of its payload flushed with a sync flush, minus
 //! the four bytes `00 00 ff ff` that end every sync flush; the receiver appends them back.
 
+use std::cell::RefCell;
+
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::DeflateParams;
@@ -15,10 +17,64 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// step of the limit and the full inflated size is never allocated.
 const STEP: usize = 64 * 1024;
 
+/// Idle zlib states kept per thread for connections without context takeover.
+const POOL: usize = 8;
+
+thread_local! {
+    /// Without context takeover a codec's state means nothing between messages, so connections
+    /// borrow one from here for the length of a message instead of each keeping ~200 KiB
+    /// (the shared-compressor idea of uWebSockets).
+    static COMPRESSORS: RefCell<Vec<(u32, u8, Compress)>> = const { RefCell::new(Vec::new()) };
+    static DECOMPRESSORS: RefCell<Vec<(u8, Decompress)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn borrow_compressor(level: u32, bits: u8) -> Compress {
+    COMPRESSORS
+        .with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let i = pool
+                .iter()
+                .position(|(l, b, _)| (*l, *b) == (level, bits))?;
+            Some(pool.swap_remove(i).2)
+        })
+        .unwrap_or_else(|| Compress::new_with_window_bits(Compression::new(level), false, bits))
+}
+
+fn return_compressor(level: u32, bits: u8, mut c: Compress) {
+    c.reset();
+    COMPRESSORS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL {
+            pool.push((level, bits, c));
+        }
+    });
+}
+
+fn borrow_decompressor(bits: u8) -> Decompress {
+    DECOMPRESSORS
+        .with(|pool| {
+            let mut pool = pool.borrow_mut();
+            let i = pool.iter().position(|(b, _)| *b == bits)?;
+            Some(pool.swap_remove(i).1)
+        })
+        .unwrap_or_else(|| Decompress::new_with_window_bits(false, bits))
+}
+
+fn return_decompressor(bits: u8, mut d: Decompress) {
+    d.reset(false);
+    DECOMPRESSORS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL {
+            pool.push((bits, d));
+        }
+    });
+}
+
 /// Compresses outgoing messages for one connection.
 ///
-/// The zlib state (about 256 KiB at 15 window bits) is allocated on the first compressed
-/// message, not when the connection opens.
+/// With context takeover the zlib state (200-350 KiB) is allocated on the first compressed
+/// message and kept; without it, a state is borrowed from a per-thread pool for each message,
+/// so an idle connection holds none.
 ///
 /// ```
 /// use duplex_proto::deflate::codec::Deflater;
@@ -66,31 +122,39 @@ impl Deflater {
     /// Compresses one whole message payload.
     pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, Error> {
         let (level, bits) = (self.level, self.window_bits);
+        if self.reset {
+            let mut c = borrow_compressor(level, bits);
+            let out = compress_with(&mut c, data);
+            return_compressor(level, bits, c);
+            return out;
+        }
         let c = self.state.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(level), false, bits)
         });
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
-        let start = c.total_in();
-        loop {
-            let consumed = (c.total_in() - start) as usize;
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(64));
-            }
-            c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
-                .map_err(|e| Error::Compression(e.to_string()))?;
-            // Done once all input is in and the flush did not run out of room.
-            if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
-        if self.reset {
-            c.reset();
-        }
-        Ok(out)
+        compress_with(c, data)
     }
+}
+
+/// DEFLATE `data` with a sync flush and drop the flush's `00 00 ff ff` tail.
+fn compress_with(c: &mut Compress, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(data.len() / 2 + 64);
+    let start = c.total_in();
+    loop {
+        let consumed = (c.total_in() - start) as usize;
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(64));
+        }
+        c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .map_err(|e| Error::Compression(e.to_string()))?;
+        // Done once all input is in and the flush did not run out of room.
+        if (c.total_in() - start) as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    Ok(out)
 }
 
 /// Decompresses incoming messages for one connection, never producing more than the message
@@ -137,9 +201,14 @@ impl Inflater {
     /// [`Error::Compression`] on data that is not DEFLATE.
     pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
         let bits = self.window_bits.max(9);
-        let d = self
-            .state
-            .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        let reset = self.reset;
+        let d = self.state.get_or_insert_with(|| {
+            if reset {
+                borrow_decompressor(bits)
+            } else {
+                Decompress::new_with_window_bits(false, bits)
+            }
+        });
         let start = d.total_in();
         loop {
             let consumed = (d.total_in() - start) as usize;
@@ -192,13 +261,15 @@ impl Inflater {
     /// Ends a compressed message: feeds the removed sync-flush tail, then resets the state if
     /// the peer does not keep context.
     pub fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
-        self.inflate(&TAIL, out, max)?;
+        let result = self.inflate(&TAIL, out, max);
         if self.reset {
-            if let Some(d) = self.state.as_mut() {
-                d.reset(false);
+            if let Some(d) = self.state.take() {
+                if result.is_ok() {
+                    return_decompressor(self.window_bits.max(9), d);
+                }
             }
         }
-        Ok(())
+        result
     }
 }
 
@@ -224,10 +295,15 @@ mod tests {
             .collect()
     }
 
+    /// zlib's own defaults, which produced the RFC's examples.
+    fn zlib_default() -> DeflateConfig {
+        DeflateConfig::default().level(6).window_bits(15)
+    }
+
     #[test]
     fn rfc_7692_hello_with_context_takeover() {
         // Section 7.2.3.2: the second "Hello" refers back to the first.
-        let params = params_for_test(DeflateConfig::default());
+        let params = params_for_test(zlib_default());
         let mut d = Deflater::new(&params);
         assert_eq!(
             d.compress(b"Hello").unwrap(),
@@ -241,7 +317,7 @@ mod tests {
 
     #[test]
     fn rfc_7692_hello_without_context_takeover() {
-        let params = params_for_test(DeflateConfig::default().no_context_takeover(true));
+        let params = params_for_test(zlib_default().no_context_takeover(true));
         let mut d = Deflater::new(&params);
         for _ in 0..2 {
             assert_eq!(
@@ -303,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_bomb_stops_at_the_limit() {
-        let params = params_for_test(DeflateConfig::default());
+        let params = params_for_test(DeflateConfig::default().level(9));
         let zeros = vec![0u8; 8 << 20];
         let packed = Deflater::new(&params).compress(&zeros).unwrap();
         assert!(packed.len() < 16 * 1024, "{}", packed.len());

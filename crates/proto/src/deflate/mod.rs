@@ -24,13 +24,17 @@ pub const EXTENSION_NAME: &str = "permessage-deflate";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeflateConfig {
-    /// Compression level, 0 (none) to 9 (best). Default 6.
+    /// Compression level, 0 (none) to 9 (best). Default 1: on chat-like JSON it compresses as
+    /// well as level 6 at about half the CPU (measured by `examples/deflate_cost.rs`).
     pub level: u32,
     /// The LZ77 window, in bits (9-15), that this side compresses with; a server also asks a
-    /// client that allows it to compress with no more. Default 15 (32 KiB): the best ratio.
+    /// client that allows it to compress with no more. Default 12 (4 KiB): a third less
+    /// memory than 15 for about 15% less ratio; 9 costs the same memory and compresses far
+    /// worse.
     pub window_bits: u8,
     /// Reset this side's compressor after every message instead of keeping the history. Costs
-    /// ratio on small similar messages; needed by peers that cannot keep context. Default off.
+    /// ratio on small similar messages, but the compressor is then borrowed from a per-thread
+    /// pool for each message, so an idle connection holds no compression memory. Default off.
     pub no_context_takeover: bool,
     /// Ask the peer to reset its compressor after every message. Default off.
     pub peer_no_context_takeover: bool,
@@ -42,8 +46,8 @@ pub struct DeflateConfig {
 impl Default for DeflateConfig {
     fn default() -> Self {
         DeflateConfig {
-            level: 6,
-            window_bits: 15,
+            level: 1,
+            window_bits: 12,
             no_context_takeover: false,
             peer_no_context_takeover: false,
             threshold: 32,

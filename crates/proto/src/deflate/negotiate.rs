@@ -59,8 +59,9 @@ fn bits(value: &str) -> Result<u8, String> {
 /// use duplex_proto::handshake::extensions::parse;
 /// let offers = parse("permessage-deflate; client_max_window_bits").unwrap();
 /// let (answer, params) = server_accept(&offers, &DeflateConfig::default()).unwrap();
-/// assert_eq!(answer.to_string(), "permessage-deflate");
-/// assert_eq!(params.decompress_window_bits, 15);
+/// assert_eq!(answer.to_string(),
+///            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12");
+/// assert_eq!(params.decompress_window_bits, 12);
 /// ```
 pub fn server_accept(
     offers: &[Extension],
@@ -121,8 +122,10 @@ pub fn server_accept(
 ///
 /// ```
 /// use duplex_proto::deflate::{negotiate::client_offer, DeflateConfig};
-/// assert_eq!(client_offer(&DeflateConfig::default()).to_string(),
+/// assert_eq!(client_offer(&DeflateConfig::default().window_bits(15)).to_string(),
 ///            "permessage-deflate; client_max_window_bits");
+/// assert_eq!(client_offer(&DeflateConfig::default()).to_string(),
+///            "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12");
 /// ```
 pub fn client_offer(config: &DeflateConfig) -> Extension {
     let mut params = Vec::new();
@@ -217,7 +220,11 @@ mod tests {
 
     #[test]
     fn server_accepts_plain_offer() {
-        let (answer, p) = accept("permessage-deflate", DeflateConfig::default()).unwrap();
+        let (answer, p) = accept(
+            "permessage-deflate",
+            DeflateConfig::default().window_bits(15),
+        )
+        .unwrap();
         assert_eq!(answer, "permessage-deflate");
         assert_eq!((p.compress_window_bits, p.decompress_window_bits), (15, 15));
         assert!(!p.compress_reset && !p.decompress_reset);
@@ -279,7 +286,7 @@ mod tests {
 
     #[test]
     fn client_offer_and_answers() {
-        let config = DeflateConfig::default();
+        let config = DeflateConfig::default().window_bits(15);
         let p = client_accept(&parse_header("permessage-deflate").unwrap()[0], &config).unwrap();
         assert_eq!((p.compress_window_bits, p.decompress_window_bits), (15, 15));
         let p = client_accept(
