@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the WebSocket server (echo endpoint at /echo).
+    /// Run the chat server: browser page, rooms with history, echo at /echo.
     Serve(serve::ServeArgs),
     /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
     Connect(connect::ConnectArgs),

@@ -1,125 +1,121 @@
-//! `duplex serve`: accept WebSocket connections and echo every message on `/echo`.
+//! `duplex serve`: run the hub (chat page, chat rooms with history, echo, health, metrics)
+//! until SIGINT or SIGTERM, then shut down gracefully.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
-use duplex::server::Handshake;
-use duplex::{Config, Message};
-use http::{Response, StatusCode};
-use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use duplex_hub::{Hub, HubConfig};
+use tracing::info;
 
 /// Options of `duplex serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Port to listen on.
+    /// Port to listen on (0: any free port).
     #[arg(long, short, default_value_t = 8080)]
     port: u16,
     /// Host name or address to listen on; every address it resolves to is bound.
     #[arg(long, default_value = "localhost")]
     host: String,
-    /// Largest message accepted, in bytes; larger ones close the connection with 1009.
-    #[arg(long, default_value_t = Config::default().max_message_size)]
+    /// Directory of the chat history (an SQLite file), created if missing.
+    #[arg(long, default_value = "duplex-data")]
+    data: PathBuf,
+    /// Require this token on every WebSocket upgrade, as `Authorization: Bearer TOKEN` or
+    /// `?token=TOKEN` (open the page as http://HOST:PORT/?token=TOKEN). Missing or wrong: 401.
+    #[arg(long)]
+    token: Option<String>,
+    /// Accept WebSockets from pages of this origin only, e.g. https://chat.example.com
+    /// (repeatable). Others get 403; clients that send no Origin are not affected.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// Open connections above which new requests get 503.
+    #[arg(long, default_value_t = HubConfig::new(".").max_connections)]
+    max_connections: usize,
+    /// Largest chat message in bytes; larger closes the connection with 1009.
+    #[arg(long, default_value_t = HubConfig::new(".").max_message_size)]
     max_message_size: usize,
+    /// Largest message on /echo in bytes; larger closes the connection with 1009.
+    #[arg(long, default_value_t = HubConfig::new(".").max_echo_message_size)]
+    max_echo_message_size: usize,
+    /// Chat messages per second one connection may send (bursts of twice as many); more
+    /// closes it with 1008. 0: no limit.
+    #[arg(long, default_value_t = HubConfig::new(".").rate_limit)]
+    rate_limit: u32,
+    /// Messages kept per room; older ones are deleted.
+    #[arg(long, default_value_t = HubConfig::new(".").history_limit)]
+    history_limit: u64,
+    /// Messages that may wait for one recipient; one that falls further behind is closed with
+    /// 4000 (it can reconnect and resume).
+    #[arg(long, default_value_t = HubConfig::new(".").send_queue)]
+    send_queue: usize,
     #[command(flatten)]
     deflate: crate::deflate_args::DeflateArgs,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::default()
+    let mut config = HubConfig::new(&args.data)
+        .max_connections(args.max_connections)
         .max_message_size(args.max_message_size)
-        .max_frame_size(args.max_message_size.min(Config::default().max_frame_size))
-        .deflate(args.deflate.config());
+        .max_echo_message_size(args.max_echo_message_size)
+        .rate_limit(args.rate_limit)
+        .history_limit(args.history_limit)
+        .send_queue(args.send_queue)
+        .websocket(duplex::Config::default().deflate(args.deflate.config()));
+    if let Some(token) = &args.token {
+        config = config.token(token.clone());
+    }
+    for origin in &args.allowed_origins {
+        config = config.allowed_origin(origin.clone());
+    }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot resolve {}", args.host))?
         .collect();
-    let mut listeners = Vec::new();
-    for addr in &addrs {
-        match TcpListener::bind(addr).await {
-            Ok(l) => listeners.push(l),
-            Err(e) => warn!(%addr, "cannot listen: {e}"),
-        }
-    }
-    if listeners.is_empty() {
-        bail!("cannot listen on {}:{}", args.host, args.port);
-    }
-    for l in &listeners {
-        info!(addr = %l.local_addr()?, "listening");
-    }
-    let shown = listeners[0].local_addr()?;
-    let host = if args.host.parse::<std::net::IpAddr>().is_ok() && shown.is_ipv6() {
-        format!("[{}]", shown.ip())
-    } else if args.host.parse::<std::net::IpAddr>().is_ok() {
-        shown.ip().to_string()
-    } else {
-        args.host.clone()
+    let hub = Hub::bind(&addrs, config).await.with_context(|| {
+        format!(
+            "cannot start the server (history in {})",
+            args.data.display()
+        )
+    })?;
+
+    let shown = hub.local_addr();
+    let host = match args.host.parse::<IpAddr>() {
+        Ok(_) if shown.is_ipv6() => format!("[{}]", shown.ip()),
+        Ok(_) => shown.ip().to_string(),
+        Err(_) => args.host.clone(),
     };
-    println!("duplex serving: echo at ws://{host}:{}/echo", shown.port());
+    let port = shown.port();
+    // Scripts read the first line (the tests and the Autobahn runner take its ws:// URL).
+    println!("duplex serving http://{host}:{port}/ (chat), echo at ws://{host}:{port}/echo");
+    if args.token.is_some() {
+        println!("a token is required: open http://{host}:{port}/?token=TOKEN");
+    }
+    info!(data = %args.data.display(), "chat history");
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for listener in listeners {
-        tasks.spawn(accept_loop(listener, config));
-    }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("shutting down"),
-        Some(done) = tasks.join_next() => done??,
-    }
+    hub.run(shutdown_signal()).await?;
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, config: Config) -> anyhow::Result<()> {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: keep serving the others.
-                warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and docker send).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
             }
-        };
-        tokio::spawn(async move {
-            if let Err(e) = handle(tcp, config).await {
-                debug!(%peer, "connection ended: {e}");
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
-        });
-    }
-}
-
-async fn handle(tcp: TcpStream, config: Config) -> duplex::Result<()> {
-    tcp.set_nodelay(true)?;
-    let handshake = Handshake::read(tcp, config).await?;
-    match handshake.request().uri().path() {
-        "/echo" => {
-            let ws = handshake.upgrade(|_| Ok(())).await?;
-            echo(ws).await
-        }
-        "/" if !is_upgrade(handshake.request()) => {
-            let body = "duplex: WebSocket echo endpoint at /echo\n".to_string();
-            handshake.respond(Response::new(body)).await.map(drop)
-        }
-        _ => handshake
-            .respond(duplex::proto::handshake::server::reject(
-                StatusCode::NOT_FOUND,
-                "no such endpoint (try /echo)",
-            ))
-            .await
-            .map(drop),
-    }
-}
-
-fn is_upgrade<B>(req: &http::Request<B>) -> bool {
-    req.headers().contains_key(http::header::UPGRADE)
-}
-
-/// Sends every text and binary message back unchanged until the peer closes.
-async fn echo(mut ws: duplex::WebSocket<TcpStream>) -> duplex::Result<()> {
-    while let Some(msg) = ws.recv().await {
-        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
-            ws.send(msg).await?;
         }
     }
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,0 +1,599 @@
+//! The broker: one thread that owns every room, every member and the history store.
+//!
+//! Connections talk to it through a bounded channel of [`Command`]s and get their outgoing
+//! frames through their own bounded queue. Doing all room work on one thread gives the
+//! guarantees the protocol promises without any lock:
+//! - sequence numbers are assigned in one place, so they have no gaps or duplicates;
+//! - a message is committed to storage before anyone is offered it;
+//! - a joining member's history replay and its live messages never overlap or leave a gap,
+//!   because nothing is delivered between reading the history and adding the member.
+//!
+//! Consecutive `Send`s that are already waiting are stored in one transaction and delivered
+//! after its commit, so the storage cost per message falls as load rises.
+//!
+//! Fan-out encodes each message once per form (JSON and plain text) as a
+//! [`PreparedMessage`] whose bytes every recipient's queue shares. A recipient whose queue is
+//! full is removed from its rooms and told to close with [`CLOSE_TOO_SLOW`]: it is never
+//! skipped silently, and what waits for it stays bounded by the queue length.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use duplex::{CloseCode, CloseFrame, PreparedMessage};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, warn};
+
+use crate::close::CLOSE_TOO_SLOW;
+use crate::config::HubConfig;
+use crate::error::{HubError, Result};
+use crate::metrics::Metrics;
+use crate::protocol::{
+    clean_name, valid_room, ChatMessage, PresenceEvent, RoomInfo, ServerMessage,
+};
+use crate::store::Store;
+
+/// Identifies one connection for the broker.
+pub(crate) type ConnId = u64;
+
+/// Commands waiting for the broker; senders wait when it is this far behind.
+const COMMAND_QUEUE: usize = 4096;
+/// Commands handled before a commit, at most: bounds the latency a batch adds.
+const MAX_BATCH: usize = 256;
+/// Messages per `history` frame, so that a long replay is several moderate frames.
+const HISTORY_CHUNK: usize = 100;
+/// Rooms one connection may be in at once.
+const MAX_ROOMS_PER_CONNECTION: usize = 32;
+
+/// How a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// No subprotocol: text lines in, text lines out.
+    Plain,
+    /// `duplex.v1`: JSON objects.
+    Json,
+}
+
+/// A new connection, as the broker needs to know it.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) id: ConnId,
+    /// Plain connections have a name from the start; JSON ones get it with their first join.
+    pub(crate) name: String,
+    pub(crate) mode: Mode,
+    /// Frames for the connection's writer.
+    pub(crate) queue: mpsc::Sender<PreparedMessage>,
+    /// Fired when the broker disconnects the connection.
+    pub(crate) kick: oneshot::Sender<CloseFrame>,
+    /// A room to join right away (plain connections, which cannot ask).
+    pub(crate) room: Option<String>,
+}
+
+/// What connections ask the broker to do.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A connection opened.
+    Connect(Registration),
+    /// Enter a room, replaying history after `since` (or the last few messages).
+    Join {
+        id: ConnId,
+        room: String,
+        name: Option<String>,
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave { id: ConnId, room: String },
+    /// Say something; `room` may be omitted by a connection in exactly one room.
+    Send {
+        id: ConnId,
+        room: Option<String>,
+        text: String,
+        /// When the message arrived, for the fan-out latency histogram.
+        at: Instant,
+    },
+    /// Send the connection the room list.
+    Rooms { id: ConnId },
+    /// The connection closed.
+    Disconnect { id: ConnId },
+    /// Commit, close the store and end the thread (graceful shutdown).
+    Shutdown,
+}
+
+/// The connections' side of the broker.
+#[derive(Debug, Clone)]
+pub(crate) struct Broker {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Broker {
+    /// Starts the broker thread with `store`. The thread ends, closing the store, once every
+    /// [`Broker`] clone is dropped and the commands before that are handled.
+    pub(crate) fn start(
+        store: Store,
+        config: &HubConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Broker, JoinHandle<Result<()>>)> {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let state = State {
+            store,
+            history_limit: config.history_limit,
+            history_on_join: config.history_on_join,
+            metrics,
+            rooms: HashMap::new(),
+            conns: HashMap::new(),
+            pending: Vec::new(),
+            to_kick: Vec::new(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("duplex-broker".into())
+            .spawn(move || state.run(rx))?;
+        Ok((Broker { tx }, thread))
+    }
+
+    /// Hands a command to the broker, waiting while it is far behind.
+    pub(crate) async fn send(&self, command: Command) -> Result<()> {
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| HubError::BrokerGone)
+    }
+
+    /// Asks the broker thread to commit, close the store and end. Commands sent after this
+    /// fail with [`HubError::BrokerGone`].
+    pub(crate) async fn stop(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    last_seq: u64,
+    /// In order of arrival, which is the order of the presence member list.
+    members: Vec<ConnId>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    name: String,
+    mode: Mode,
+    queue: mpsc::Sender<PreparedMessage>,
+    kick: Option<oneshot::Sender<CloseFrame>>,
+    rooms: Vec<String>,
+}
+
+/// A stored message waiting for its batch to commit.
+#[derive(Debug)]
+struct Pending {
+    msg: ChatMessage,
+    sender: ConnId,
+    sender_mode: Mode,
+    at: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    store: Store,
+    history_limit: u64,
+    history_on_join: u64,
+    metrics: Arc<Metrics>,
+    rooms: HashMap<String, Room>,
+    conns: HashMap<ConnId, Conn>,
+    pending: Vec<Pending>,
+    /// Connections whose queue overflowed, to disconnect once the current step is done.
+    to_kick: Vec<ConnId>,
+}
+
+impl State {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<()> {
+        'run: while let Some(command) = rx.blocking_recv() {
+            let mut next = Some(command);
+            let mut handled = 0;
+            while let Some(command) = next.take() {
+                if matches!(command, Command::Shutdown) {
+                    break 'run;
+                }
+                self.handle(command);
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.flush();
+        }
+        self.flush();
+        debug!("broker stopping; closing the history store");
+        self.store.close()
+    }
+
+    fn handle(&mut self, command: Command) {
+        if let Command::Send { id, room, text, at } = command {
+            self.say(id, room, text, at);
+            return;
+        }
+        // Everything else looks at or changes membership: deliver what is stored first, so
+        // that a join's history replay and the live messages after it meet exactly.
+        self.flush();
+        match command {
+            Command::Connect(reg) => self.connect(reg),
+            Command::Join {
+                id,
+                room,
+                name,
+                since,
+            } => self.join(id, room, name, Some(since)),
+            Command::Leave { id, room } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    if let Some(i) = conn.rooms.iter().position(|r| *r == room) {
+                        conn.rooms.remove(i);
+                        let name = conn.name.clone();
+                        self.remove_member(&room, id, &name);
+                    }
+                }
+            }
+            Command::Rooms { id } => self.list_rooms(id),
+            Command::Disconnect { id } => {
+                if let Some(conn) = self.conns.remove(&id) {
+                    for room in &conn.rooms {
+                        self.remove_member(room, id, &conn.name);
+                    }
+                }
+            }
+            Command::Send { .. } | Command::Shutdown => {}
+        }
+        self.settle();
+    }
+
+    fn connect(&mut self, reg: Registration) {
+        self.conns.insert(
+            reg.id,
+            Conn {
+                name: reg.name,
+                mode: reg.mode,
+                queue: reg.queue,
+                kick: Some(reg.kick),
+                rooms: Vec::new(),
+            },
+        );
+        if let Some(room) = reg.room {
+            // Plain clients cannot resume, so they get no replay: only what is said from now.
+            self.join(reg.id, room, None, None);
+        }
+    }
+
+    /// Adds `id` to `room`. `history` is `None` for no replay, `Some(since)` for a replay
+    /// after `since` (or of the last few messages).
+    fn join(
+        &mut self,
+        id: ConnId,
+        room: String,
+        name: Option<String>,
+        history: Option<Option<u64>>,
+    ) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(name) = name {
+            match clean_name(&name) {
+                Some(name) => conn.name = name,
+                None => {
+                    return self.error(
+                        id,
+                        "bad_name",
+                        "a name is 1 to 32 characters, no control characters",
+                    )
+                }
+            }
+        }
+        if conn.name.is_empty() {
+            return self.error(id, "bad_name", "say who you are: join with a name");
+        }
+        if !valid_room(&room) {
+            return self.error(
+                id,
+                "bad_room",
+                "a room name is 1 to 64 letters, digits, '-', '_' or '.'",
+            );
+        }
+        let already = conn.rooms.contains(&room);
+        if !already && conn.rooms.len() >= MAX_ROOMS_PER_CONNECTION {
+            return self.error(id, "too_many_rooms", "leave a room before joining another");
+        }
+        if !self.rooms.contains_key(&room) {
+            match self.store.last_seq(&room) {
+                Ok(last_seq) => {
+                    self.rooms.insert(
+                        room.clone(),
+                        Room {
+                            last_seq,
+                            members: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => {
+                    error!(%room, "cannot read the room's history: {e}");
+                    return self.error(id, "storage", "the room's history cannot be read");
+                }
+            }
+        }
+        if let Some(since) = history {
+            let stored = match since {
+                Some(after) => self.store.since(&room, after, self.history_limit),
+                None => self.store.recent(&room, self.history_on_join),
+            };
+            match stored {
+                Ok(messages) => self.replay(id, &room, messages),
+                Err(e) => {
+                    error!(%room, "cannot read the room's history: {e}");
+                    return self.error(id, "storage", "the room's history cannot be read");
+                }
+            }
+        }
+        if already {
+            // A repeated join is a resume request: the replay above is all it needs.
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.rooms.push(room.clone());
+        }
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.members.push(id);
+        }
+        self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
+        let name = self
+            .conns
+            .get(&id)
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
+        self.announce(&room, name, PresenceEvent::Joined);
+    }
+
+    /// Sends stored messages to `id` as one or more `history` frames (always at least one, so
+    /// that the client knows the replay is complete).
+    fn replay(&mut self, id: ConnId, room: &str, messages: Vec<ChatMessage>) {
+        let mut chunks: Vec<Vec<ChatMessage>> = Vec::new();
+        let mut it = messages.into_iter().peekable();
+        while it.peek().is_some() {
+            chunks.push(it.by_ref().take(HISTORY_CHUNK).collect());
+        }
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        for messages in chunks {
+            let frame = PreparedMessage::text(
+                ServerMessage::History {
+                    room: room.to_owned(),
+                    messages,
+                }
+                .to_json(),
+            );
+            self.offer(id, frame);
+        }
+    }
+
+    /// Assigns the next sequence number and stores the message; it is delivered when the
+    /// batch commits.
+    fn say(&mut self, id: ConnId, room: Option<String>, text: String, at: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            // Already disconnected (for instance kicked for being slow): nothing to do.
+            return;
+        };
+        let room = match room {
+            Some(room) => room,
+            None if conn.rooms.len() == 1 => conn.rooms[0].clone(),
+            None => return self.error(id, "not_joined", "say which room the message is for"),
+        };
+        if !conn.rooms.contains(&room) {
+            return self.error(id, "not_joined", "join the room before sending to it");
+        }
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let msg = ChatMessage {
+            room,
+            seq: r.last_seq + 1,
+            from: conn.name.clone(),
+            time: now_ms(),
+            text,
+        };
+        let sender_mode = conn.mode;
+        match self.store.append(&msg) {
+            Ok(()) => {
+                r.last_seq = msg.seq;
+                self.metrics.stored_messages.fetch_add(1, Relaxed);
+                self.pending.push(Pending {
+                    msg,
+                    sender: id,
+                    sender_mode,
+                    at,
+                });
+            }
+            Err(e) => {
+                error!(room = %msg.room, "cannot store a message: {e}");
+                self.error(id, "storage", "the message could not be stored; try again");
+            }
+        }
+    }
+
+    /// Commits the stored batch and delivers it.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        if let Err(e) = self.store.commit() {
+            error!("cannot commit {} messages: {e}", pending.len());
+            for p in &pending {
+                // The numbers were never made durable; hand them out again.
+                if let Some(room) = self.rooms.get_mut(&p.msg.room) {
+                    room.last_seq = room.last_seq.min(p.msg.seq - 1);
+                }
+                self.error(
+                    p.sender,
+                    "storage",
+                    "the message could not be stored; try again",
+                );
+            }
+            self.settle();
+            return;
+        }
+        for p in pending {
+            self.deliver(p);
+        }
+        self.settle();
+    }
+
+    fn deliver(&mut self, p: Pending) {
+        let Some(room) = self.rooms.get(&p.msg.room) else {
+            return;
+        };
+        // Plain clients get the text as the sender typed it when it comes from another plain
+        // client (the seeds' clients put "name: " in front themselves), and "name: text" when
+        // it comes from a JSON client, which sends the name separately.
+        let plain = PreparedMessage::text(match p.sender_mode {
+            Mode::Plain => p.msg.text.clone(),
+            Mode::Json => format!("{}: {}", p.msg.from, p.msg.text),
+        });
+        let json = PreparedMessage::text(ServerMessage::Message(p.msg).to_json());
+        for &member in &room.members {
+            let Some(conn) = self.conns.get(&member) else {
+                continue;
+            };
+            let frame = match conn.mode {
+                Mode::Json => &json,
+                Mode::Plain if member == p.sender => continue,
+                Mode::Plain => &plain,
+            };
+            if !offer_to(conn, frame.clone()) {
+                self.to_kick.push(member);
+            }
+        }
+        self.metrics.fanout(p.at.elapsed());
+    }
+
+    /// Tells the JSON members of `room` that `name` arrived or left.
+    fn announce(&mut self, room: &str, name: String, event: PresenceEvent) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let members = r
+            .members
+            .iter()
+            .filter_map(|m| self.conns.get(m).map(|c| c.name.clone()))
+            .collect();
+        let frame = PreparedMessage::text(
+            ServerMessage::Presence {
+                room: room.to_owned(),
+                event,
+                name,
+                members,
+            }
+            .to_json(),
+        );
+        for &member in &r.members {
+            if let Some(conn) = self.conns.get(&member) {
+                if conn.mode == Mode::Json && !offer_to(conn, frame.clone()) {
+                    self.to_kick.push(member);
+                }
+            }
+        }
+    }
+
+    /// Removes `id` (called `name`) from `room`'s member list, tells the others, and forgets
+    /// a room left empty. The connection's own room list is the caller's business.
+    fn remove_member(&mut self, room: &str, id: ConnId, name: &str) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.members.retain(|m| *m != id);
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+            self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
+        } else {
+            self.announce(room, name.to_owned(), PresenceEvent::Left);
+        }
+    }
+
+    fn list_rooms(&mut self, id: ConnId) {
+        let stored = match self.store.rooms() {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                warn!("cannot list rooms: {e}");
+                Vec::new()
+            }
+        };
+        let mut rooms: Vec<RoomInfo> = stored
+            .into_iter()
+            .map(|(name, last_seq)| RoomInfo {
+                members: self.rooms.get(&name).map_or(0, |r| r.members.len()),
+                last_seq,
+                name,
+            })
+            .collect();
+        for (name, room) in &self.rooms {
+            if !rooms.iter().any(|r| r.name == *name) {
+                rooms.push(RoomInfo {
+                    name: name.clone(),
+                    members: room.members.len(),
+                    last_seq: room.last_seq,
+                });
+            }
+        }
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        let frame = PreparedMessage::text(ServerMessage::Rooms { rooms }.to_json());
+        self.offer(id, frame);
+    }
+
+    /// Sends an error to a JSON connection (plain clients have no way to receive one).
+    fn error(&mut self, id: ConnId, code: &str, message: &str) {
+        if self.conns.get(&id).is_some_and(|c| c.mode == Mode::Json) {
+            let frame = PreparedMessage::text(ServerMessage::error(code, message).to_json());
+            self.offer(id, frame);
+        }
+    }
+
+    fn offer(&mut self, id: ConnId, frame: PreparedMessage) {
+        if let Some(conn) = self.conns.get(&id) {
+            if !offer_to(conn, frame) {
+                self.to_kick.push(id);
+            }
+        }
+    }
+
+    /// Disconnects every connection whose queue overflowed. Telling the others that one left
+    /// may overflow more queues, hence the loop.
+    fn settle(&mut self) {
+        while let Some(id) = self.to_kick.pop() {
+            let Some(mut conn) = self.conns.remove(&id) else {
+                continue;
+            };
+            self.metrics.slow_disconnects.fetch_add(1, Relaxed);
+            warn!(conn = id, name = %conn.name, "send queue full: disconnecting a slow recipient");
+            if let Some(kick) = conn.kick.take() {
+                let _ = kick.send(CloseFrame::new(
+                    CloseCode(CLOSE_TOO_SLOW),
+                    "too slow: reconnect and resume from your last seq",
+                ));
+            }
+            for room in &conn.rooms {
+                self.remove_member(room, id, &conn.name);
+            }
+        }
+    }
+}
+
+/// Puts a frame in a connection's queue; `false` if the queue is full. A closed queue means
+/// the connection is already going away (its `Disconnect` is on the way): not a failure.
+fn offer_to(conn: &Conn, frame: PreparedMessage) -> bool {
+    !matches!(
+        conn.queue.try_send(frame),
+        Err(mpsc::error::TrySendError::Full(_))
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

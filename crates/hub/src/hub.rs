@@ -1,0 +1,174 @@
+//! [`Hub`]: listening sockets, the accept loops, and the graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::config::HubConfig;
+use crate::error::{HubError, Result};
+use crate::metrics::Metrics;
+use crate::routes::{self, OpenConnections, Shared};
+use crate::store::Store;
+
+/// The chat server: bound to its addresses, with its history open, ready to [`Hub::run`].
+///
+/// ```no_run
+/// use duplex_hub::{Hub, HubConfig};
+/// # async fn run() -> Result<(), duplex_hub::HubError> {
+/// let addr = "127.0.0.1:8080".parse().unwrap();
+/// let hub = Hub::bind(&[addr], HubConfig::new("./data")).await?;
+/// println!("open http://{}/", hub.local_addr());
+/// // Serve until `stop` is used or dropped (a CLI waits for SIGINT/SIGTERM instead).
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// hub.run(async {
+///     let _ = stopped.await;
+/// })
+/// .await?;
+/// # drop(stop);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Hub {
+    listeners: Vec<TcpListener>,
+    shared: Arc<Shared>,
+    open: Arc<OpenConnections>,
+    shutdown: watch::Sender<bool>,
+    broker_thread: JoinHandle<Result<()>>,
+}
+
+impl Hub {
+    /// Listens on every address in `addrs` and opens the history in
+    /// [`HubConfig::data_dir`]. With port 0, the first address gets a free port and the
+    /// others the same one, so that `localhost:0` means one port on IPv4 and IPv6 alike.
+    /// An address that cannot be bound is skipped with a warning; none at all is an error.
+    pub async fn bind(addrs: &[SocketAddr], config: HubConfig) -> Result<Hub> {
+        let mut listeners: Vec<TcpListener> = Vec::new();
+        for addr in addrs {
+            let mut addr = *addr;
+            if addr.port() == 0 {
+                if let Some(first) = listeners.first() {
+                    addr.set_port(first.local_addr()?.port());
+                }
+            }
+            match TcpListener::bind(addr).await {
+                Ok(listener) => listeners.push(listener),
+                Err(e) => warn!(%addr, "cannot listen: {e}"),
+            }
+        }
+        if listeners.is_empty() {
+            let wanted: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+            return Err(HubError::NoListener(wanted.join(", ")));
+        }
+        let store = Store::open(&config.data_dir, config.history_limit)?;
+        let metrics = Arc::new(Metrics::default());
+        let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let open = Arc::new(OpenConnections::default());
+        let shared = Arc::new(Shared {
+            config,
+            metrics,
+            broker,
+            shutdown: shutdown_rx,
+            next_id: AtomicU64::new(1),
+        });
+        Ok(Hub {
+            listeners,
+            shared,
+            open,
+            shutdown,
+            broker_thread,
+        })
+    }
+
+    /// The first address listened on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addrs()[0]
+    }
+
+    /// Every address listened on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The hub's counters (also served at `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: stops accepting,
+    /// closes every WebSocket with 1001 (waiting up to [`HubConfig::shutdown_timeout`]),
+    /// commits and closes the history, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Hub {
+            listeners,
+            shared,
+            open,
+            shutdown: stop,
+            broker_thread,
+        } = self;
+        let mut accepting = JoinSet::new();
+        for listener in listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(%addr, "listening");
+            }
+            accepting.spawn(accept_loop(listener, shared.clone(), open.clone()));
+        }
+        shutdown.await;
+
+        info!("shutting down: closing connections");
+        // Dropping the accept loops closes the listening sockets: new clients are refused by
+        // the OS from here on.
+        accepting.shutdown().await;
+        let _ = stop.send(true);
+        let grace = shared.config.shutdown_timeout;
+        if tokio::time::timeout(grace, open.all_closed())
+            .await
+            .is_err()
+        {
+            warn!("connections still open after {grace:?}; leaving them behind");
+        }
+        // The broker thread ends when the last handle to it is gone; connections left behind
+        // may still hold one, so it is told to stop explicitly.
+        shared.broker.stop().await;
+        drop(shared);
+        let joined = tokio::task::spawn_blocking(move || broker_thread.join()).await;
+        match joined {
+            Ok(Ok(result)) => result?,
+            _ => return Err(HubError::BrokerGone),
+        }
+        info!("history flushed; stopped");
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenConnections>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: pause instead of spinning, keep serving.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (guard, admitted) = open.enter(shared.config.max_connections);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            routes::handle(tcp, peer, shared, admitted).await;
+            drop(guard);
+        });
+    }
+}

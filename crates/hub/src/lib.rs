@@ -1,0 +1,50 @@
+//! # duplex-hub
+//!
+//! The duplex server application: one port serves a browser chat page, `/healthz`,
+//! `/metrics`, an echo WebSocket at `/echo`, and chat rooms at `/` (room `general`) and
+//! `/rooms/<name>`.
+//!
+//! - **Two ways to chat.** Without a subprotocol, plain text: every text message goes to
+//!   every other member of the room. With [`protocol::SUBPROTOCOL`] (`duplex.v1`), JSON:
+//!   join, leave, send, message, presence, history, rooms, error (see [`protocol`]).
+//! - **History and resume.** Every message gets a per-room sequence number and is stored in
+//!   SQLite before anyone receives it; a client that joins with the last number it saw gets
+//!   everything after it.
+//! - **Fan-out** encodes a message once ([`duplex::PreparedMessage`]); a recipient that
+//!   falls [`HubConfig::send_queue`] messages behind is closed with [`CLOSE_TOO_SLOW`].
+//! - **Limits and auth** before the upgrade: token (401), `Origin` (403), connection count
+//!   (503); after it: message size (1009) and rate (1008).
+//!
+//! ```no_run
+//! use duplex_hub::{Hub, HubConfig};
+//! # async fn run() -> Result<(), duplex_hub::HubError> {
+//! let addr = "127.0.0.1:0".parse().unwrap();
+//! let hub = Hub::bind(&[addr], HubConfig::new("./data").token("s3cret")).await?;
+//! println!("chat at http://{}/?token=s3cret", hub.local_addr());
+//! let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! hub.run(async { let _ = stopped.await; }).await
+//! # }
+//! ```
+#![deny(missing_docs, missing_debug_implementations)]
+
+mod auth;
+mod broker;
+mod close;
+mod config;
+mod echo;
+mod error;
+mod hub;
+mod metrics;
+mod page;
+pub mod protocol;
+mod rate;
+mod routes;
+mod session;
+mod store;
+
+pub use close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW};
+pub use config::HubConfig;
+pub use error::{HubError, Result};
+pub use hub::Hub;
+pub use metrics::Metrics;
+pub use store::DB_FILE;

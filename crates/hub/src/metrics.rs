@@ -1,0 +1,255 @@
+//! Counters the hub keeps and their rendering in the Prometheus text format (`GET /metrics`).
+//!
+//! Plain atomics: every update is one relaxed add, cheap enough for the per-message path,
+//! and no metrics library is needed for a dozen series.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why a request was refused before any WebSocket existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// 401: missing or wrong token.
+    Unauthorized,
+    /// 403: `Origin` not allowed.
+    Origin,
+    /// 503: too many connections.
+    Capacity,
+    /// 404: unknown path or invalid room name.
+    NotFound,
+    /// 400/405/426/431 and the like: not a valid request or handshake.
+    BadRequest,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Rejection::Unauthorized,
+        Rejection::Origin,
+        Rejection::Capacity,
+        Rejection::NotFound,
+        Rejection::BadRequest,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::Origin => "origin",
+            Rejection::Capacity => "capacity",
+            Rejection::NotFound => "not_found",
+            Rejection::BadRequest => "bad_request",
+        }
+    }
+}
+
+/// Upper bounds of the fan-out latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Every counter of a hub.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub(crate) connections_open: AtomicI64,
+    pub(crate) chat_connections_total: AtomicU64,
+    pub(crate) echo_connections_total: AtomicU64,
+    pub(crate) http_requests_total: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) stored_messages: AtomicU64,
+    pub(crate) rooms: AtomicI64,
+    pub(crate) slow_disconnects: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    rejections: [AtomicU64; 5],
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_ns: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn reject(&self, why: Rejection) {
+        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.rejections[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn received(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub(crate) fn sent(&self, bytes: usize) {
+        self.messages_out.fetch_add(1, Relaxed);
+        self.bytes_out.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Records the time from a message's arrival to its last recipient's queue.
+    pub(crate) fn fanout(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        // Buckets are cumulative in the exposition format; storing per-bucket counts and
+        // summing on render keeps the hot path to a single increment.
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.latency_buckets[i].fetch_add(1, Relaxed);
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_ns
+            .fetch_add(latency.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition of every counter.
+    ///
+    /// ```
+    /// let metrics = duplex_hub::Metrics::default();
+    /// let text = metrics.render();
+    /// assert!(text.contains("# TYPE duplex_connections_open gauge"));
+    /// assert!(text.contains("duplex_fanout_latency_seconds_bucket{le=\"+Inf\"} 0"));
+    /// ```
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut one = |name: &str, kind: &str, help: &str, value: String| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        one(
+            "duplex_connections_open",
+            "gauge",
+            "Open WebSocket connections.",
+            self.connections_open.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_rooms",
+            "gauge",
+            "Rooms with at least one member.",
+            self.rooms.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered (pages, health, metrics).",
+            self.http_requests_total.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_messages_received_total",
+            "counter",
+            "Data messages received from clients.",
+            self.messages_in.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_received_bytes_total",
+            "counter",
+            "Payload bytes of the data messages received.",
+            self.bytes_in.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_messages_sent_total",
+            "counter",
+            "Data messages written to clients.",
+            self.messages_out.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_sent_bytes_total",
+            "counter",
+            "Frame bytes of the data messages written.",
+            self.bytes_out.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_stored_messages_total",
+            "counter",
+            "Chat messages stored in the history.",
+            self.stored_messages.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_slow_disconnects_total",
+            "counter",
+            "Recipients disconnected because their send queue was full (close code 4000).",
+            self.slow_disconnects.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_rate_limited_total",
+            "counter",
+            "Connections closed for sending too fast (close code 1008).",
+            self.rate_limited.load(Relaxed).to_string(),
+        );
+
+        let _ = writeln!(
+            out,
+            "# HELP duplex_connections_total WebSocket connections accepted, by endpoint.\n\
+             # TYPE duplex_connections_total counter\n\
+             duplex_connections_total{{endpoint=\"chat\"}} {}\n\
+             duplex_connections_total{{endpoint=\"echo\"}} {}",
+            self.chat_connections_total.load(Relaxed),
+            self.echo_connections_total.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP duplex_rejections_total Requests refused before the upgrade, by reason.\n\
+             # TYPE duplex_rejections_total counter"
+        );
+        for (reason, count) in Rejection::ALL.iter().zip(&self.rejections) {
+            let _ = writeln!(
+                out,
+                "duplex_rejections_total{{reason=\"{}\"}} {}",
+                reason.label(),
+                count.load(Relaxed)
+            );
+        }
+
+        let _ = writeln!(
+            out,
+            "# HELP duplex_fanout_latency_seconds Time from a chat message's arrival to its last \
+             recipient's queue (storage included).\n\
+             # TYPE duplex_fanout_latency_seconds histogram"
+        );
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "duplex_fanout_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.latency_count.load(Relaxed);
+        let sum = self.latency_sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "duplex_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             duplex_fanout_latency_seconds_sum {sum}\n\
+             duplex_fanout_latency_seconds_count {count}"
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.fanout(Duration::from_micros(50));
+        m.fanout(Duration::from_millis(3));
+        m.fanout(Duration::from_secs(5));
+        let text = m.render();
+        assert!(text.contains("duplex_fanout_latency_seconds_bucket{le=\"0.0001\"} 1\n"));
+        assert!(text.contains("duplex_fanout_latency_seconds_bucket{le=\"0.005\"} 2\n"));
+        assert!(text.contains("duplex_fanout_latency_seconds_bucket{le=\"1\"} 2\n"));
+        assert!(text.contains("duplex_fanout_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("duplex_fanout_latency_seconds_count 3\n"));
+    }
+
+    #[test]
+    fn rejections_are_counted_by_reason() {
+        let m = Metrics::default();
+        m.reject(Rejection::Unauthorized);
+        m.reject(Rejection::Unauthorized);
+        m.reject(Rejection::Capacity);
+        let text = m.render();
+        assert!(text.contains("duplex_rejections_total{reason=\"unauthorized\"} 2\n"));
+        assert!(text.contains("duplex_rejections_total{reason=\"capacity\"} 1\n"));
+        assert!(text.contains("duplex_rejections_total{reason=\"origin\"} 0\n"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The JSON chat protocol spoken under the subprotocol [`SUBPROTOCOL`]: what clients send,
+//! what the hub answers, and the rules for room and user names.
+//!
+//! Every message is one JSON object in one text frame, with a `"type"` field.
+
+use serde::{Deserialize, Serialize};
+
+/// The subprotocol name a client offers (`Sec-WebSocket-Protocol: duplex.v1`) to speak JSON.
+pub const SUBPROTOCOL: &str = "duplex.v1";
+
+/// The longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 64;
+
+/// The longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 32;
+
+/// A message a client sends.
+///
+/// ```
+/// use duplex_hub::protocol::ClientMessage;
+/// let join: ClientMessage =
+///     serde_json::from_str(r#"{"type":"join","room":"general","name":"alice","since":41}"#).unwrap();
+/// assert_eq!(
+///     join,
+///     ClientMessage::Join { room: Some("general".into()), name: Some("alice".into()), since: Some(41) }
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Enter a room (the connection's URL room if `room` is absent) under `name` (required the
+    /// first time). With `since`, the hub replays every stored message after that sequence
+    /// number; without it, the last few.
+    Join {
+        /// The room.
+        room: Option<String>,
+        /// The user's name, shown to others.
+        name: Option<String>,
+        /// The last sequence number the client saw in this room.
+        since: Option<u64>,
+    },
+    /// Leave a room.
+    Leave {
+        /// The room (the URL room if absent).
+        room: Option<String>,
+    },
+    /// Say something in a room the client has joined.
+    Send {
+        /// The room (may be omitted while the client is in exactly one room).
+        room: Option<String>,
+        /// The text.
+        text: String,
+    },
+    /// Ask for the list of rooms.
+    Rooms,
+}
+
+/// A chat message as stored and delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The room.
+    pub room: String,
+    /// Position in the room's history: 1, 2, 3, ... without gaps.
+    pub seq: u64,
+    /// The sender's name.
+    pub from: String,
+    /// When the hub received it, in milliseconds since the Unix epoch.
+    pub time: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// Whether a presence event is an arrival or a departure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceEvent {
+    /// Someone joined.
+    Joined,
+    /// Someone left (or was disconnected).
+    Left,
+}
+
+/// One entry of a room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomInfo {
+    /// The room name.
+    pub name: String,
+    /// Connections in the room now.
+    pub members: usize,
+    /// The room's last sequence number.
+    pub last_seq: u64,
+}
+
+/// A message the hub sends.
+///
+/// ```
+/// use duplex_hub::protocol::ServerMessage;
+/// let err = ServerMessage::Error { code: "not_joined".into(), message: "join the room first".into() };
+/// assert_eq!(
+///     err.to_json(),
+///     r#"{"type":"error","code":"not_joined","message":"join the room first"}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMessage {
+    /// A message said in a room (to every JSON member, the sender included, so it learns the
+    /// sequence number).
+    Message(ChatMessage),
+    /// Someone joined or left; `members` is the room's member list afterwards.
+    Presence {
+        /// The room.
+        room: String,
+        /// Joined or left.
+        event: PresenceEvent,
+        /// Who.
+        name: String,
+        /// Everyone in the room now, in order of arrival.
+        members: Vec<String>,
+    },
+    /// Stored messages replayed on join, oldest first.
+    History {
+        /// The room.
+        room: String,
+        /// The messages.
+        messages: Vec<ChatMessage>,
+    },
+    /// The answer to `{"type":"rooms"}`.
+    Rooms {
+        /// Rooms with members or history.
+        rooms: Vec<RoomInfo>,
+    },
+    /// A request could not be carried out; the connection stays open.
+    Error {
+        /// Machine-readable: `bad_request`, `bad_name`, `bad_room`, `not_joined`, `storage`.
+        code: String,
+        /// Human-readable.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        // Serializing these plain structs cannot fail (no maps with non-string keys, no
+        // failing Serialize impls); an empty object would be the only possible fallback.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// An error message.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Whether `name` can be a room: 1 to [`MAX_ROOM_LEN`] ASCII letters, digits, `-`, `_`, `.`.
+/// Kept to URL-safe characters so that `/rooms/<name>` needs no escaping.
+///
+/// ```
+/// use duplex_hub::protocol::valid_room;
+/// assert!(valid_room("general") && valid_room("rust-2024_v1.0"));
+/// assert!(!valid_room("") && !valid_room("a/b") && !valid_room("héllo"));
+/// ```
+pub fn valid_room(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_ROOM_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The user name as it will be shown, if acceptable: trimmed, 1 to [`MAX_NAME_CHARS`]
+/// characters, no control characters.
+///
+/// ```
+/// use duplex_hub::protocol::clean_name;
+/// assert_eq!(clean_name("  Zoë "), Some("Zoë".to_string()));
+/// assert_eq!(clean_name(" "), None);
+/// assert_eq!(clean_name("a\nb"), None);
+/// ```
+pub fn clean_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    let ok = (1..=MAX_NAME_CHARS).contains(&chars) && !name.chars().any(char::is_control);
+    ok.then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_client_message_parses() {
+        let cases = [
+            (
+                r#"{"type":"join","name":"bob"}"#,
+                ClientMessage::Join {
+                    room: None,
+                    name: Some("bob".into()),
+                    since: None,
+                },
+            ),
+            (
+                r#"{"type":"leave","room":"x"}"#,
+                ClientMessage::Leave {
+                    room: Some("x".into()),
+                },
+            ),
+            (
+                r#"{"type":"send","text":"hi"}"#,
+                ClientMessage::Send {
+                    room: None,
+                    text: "hi".into(),
+                },
+            ),
+            (r#"{"type":"rooms"}"#, ClientMessage::Rooms),
+        ];
+        for (json, want) in cases {
+            assert_eq!(
+                serde_json::from_str::<ClientMessage>(json).unwrap(),
+                want,
+                "{json}"
+            );
+        }
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shout"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"send"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let m = ServerMessage::Message(ChatMessage {
+            room: "general".into(),
+            seq: 7,
+            from: "alice".into(),
+            time: 1_700_000_000_000,
+            text: "hi".into(),
+        });
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"message","room":"general","seq":7,"from":"alice","time":1700000000000,"text":"hi"}"#
+        );
+        let p = ServerMessage::Presence {
+            room: "general".into(),
+            event: PresenceEvent::Joined,
+            name: "bob".into(),
+            members: vec!["alice".into(), "bob".into()],
+        };
+        assert_eq!(
+            p.to_json(),
+            r#"{"type":"presence","room":"general","event":"joined","name":"bob","members":["alice","bob"]}"#
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! One TCP connection from request to end: read the request head, then answer it as plain
+//! HTTP (page, health, metrics) or upgrade it to the echo or a chat endpoint after the
+//! auth checks.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use duplex::server::{reject, Handshake, Rejection as Refusal};
+use duplex::WebSocket;
+use http::header::{
+    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE,
+};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info};
+
+use crate::auth;
+use crate::broker::{Broker, Mode};
+use crate::config::HubConfig;
+use crate::metrics::{Metrics, Rejection};
+use crate::page;
+use crate::protocol::{clean_name, valid_room, SUBPROTOCOL};
+use crate::session::Session;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: HubConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) broker: Broker,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) next_id: AtomicU64,
+}
+
+/// Counts open TCP connections, for the connection limit and for waiting at shutdown.
+#[derive(Debug, Default)]
+pub(crate) struct OpenConnections {
+    count: AtomicUsize,
+    all_closed: Notify,
+}
+
+impl OpenConnections {
+    /// Counts a new connection; the returned guard uncounts it when dropped. Also says
+    /// whether the connection is within `limit`.
+    pub(crate) fn enter(self: &Arc<Self>, limit: usize) -> (ConnectionGuard, bool) {
+        let before = self.count.fetch_add(1, Relaxed);
+        (ConnectionGuard(self.clone()), before < limit)
+    }
+
+    /// Waits until no connection is open.
+    pub(crate) async fn all_closed(&self) {
+        loop {
+            let notified = self.all_closed.notified();
+            if self.count.load(Relaxed) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Keeps a connection counted while it lives.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Arc<OpenConnections>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Relaxed) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
+    }
+}
+
+/// The WebSocket endpoints.
+enum Endpoint {
+    Echo,
+    Chat(String),
+}
+
+/// Serves one TCP connection. `admitted` is false when the hub is at its connection limit:
+/// the request is then read and answered with 503, so the client learns why.
+pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
+    let _ = tcp.set_nodelay(true);
+    let config = &shared.config;
+    let mut handshake = match Handshake::read(tcp, config.chat_ws()).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Malformed or oversized heads were answered (400/431) by the library.
+            if matches!(e, duplex::Error::Handshake(_)) {
+                shared.metrics.reject(Rejection::BadRequest);
+            }
+            debug!(%peer, "request not read: {e}");
+            return;
+        }
+    };
+    let request = handshake.request();
+    let path = request.uri().path().to_owned();
+    if !admitted {
+        shared.metrics.reject(Rejection::Capacity);
+        info!(%peer, %path, "refused: at the connection limit");
+        let refusal = reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server at capacity, try later",
+        )
+        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let _ = handshake.respond(refusal.into_response()).await;
+        return;
+    }
+    let endpoint = match (path.as_str(), is_upgrade(request)) {
+        ("/echo", _) => Endpoint::Echo,
+        ("/", true) => Endpoint::Chat("general".to_owned()),
+        (p, true) => match p.strip_prefix("/rooms/") {
+            Some(room) if valid_room(room) => Endpoint::Chat(room.to_owned()),
+            _ => return not_found(handshake, &shared, peer).await,
+        },
+        (_, false) => return serve_page(handshake, &shared, peer).await,
+    };
+    if matches!(endpoint, Endpoint::Echo) {
+        handshake.set_config(config.echo_ws());
+    }
+    let mut plain_name = None;
+    let upgraded = handshake
+        .upgrade(|incoming| {
+            let query_token = incoming.query_param("token");
+            if let Err(denied) =
+                auth::check(config, incoming.request().headers(), query_token.as_deref())
+            {
+                shared.metrics.reject(denied.metric());
+                let refusal = reject(denied.status(), denied.reason());
+                return Err(match denied {
+                    auth::Denied::Unauthorized => {
+                        refusal.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+                    }
+                    auth::Denied::Origin => refusal,
+                });
+            }
+            if matches!(endpoint, Endpoint::Chat(_)) {
+                incoming.select_protocol(&[SUBPROTOCOL]);
+                plain_name = incoming.query_param("name").and_then(|n| clean_name(&n));
+            }
+            Ok::<(), Refusal>(())
+        })
+        .await;
+    let ws = match upgraded {
+        Ok(ws) => ws,
+        Err(duplex::Error::Rejected(status)) => {
+            info!(%peer, %path, %status, "upgrade refused");
+            return;
+        }
+        Err(e) => {
+            shared.metrics.reject(Rejection::BadRequest);
+            debug!(%peer, %path, "upgrade failed: {e}");
+            return;
+        }
+    };
+    shared.metrics.connections_open.fetch_add(1, Relaxed);
+    match endpoint {
+        Endpoint::Echo => {
+            shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
+            info!(%peer, "echo connection opened");
+            crate::echo::run(ws, peer, shared.metrics.clone(), shared.shutdown.clone()).await;
+        }
+        Endpoint::Chat(room) => chat(ws, peer, room, plain_name, &shared).await,
+    }
+    shared.metrics.connections_open.fetch_sub(1, Relaxed);
+}
+
+async fn chat(
+    ws: WebSocket<TcpStream>,
+    peer: SocketAddr,
+    room: String,
+    plain_name: Option<String>,
+    shared: &Shared,
+) {
+    shared.metrics.chat_connections_total.fetch_add(1, Relaxed);
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let mode = if ws.protocol() == Some(SUBPROTOCOL) {
+        Mode::Json
+    } else {
+        Mode::Plain
+    };
+    let name = plain_name.unwrap_or_else(|| format!("guest-{id}"));
+    info!(conn = id, %peer, %room, ?mode, "chat connection opened");
+    let config = &shared.config;
+    let session = Session {
+        id,
+        peer,
+        room,
+        mode,
+        name,
+        broker: shared.broker.clone(),
+        metrics: shared.metrics.clone(),
+        shutdown: shared.shutdown.clone(),
+        rate_limit: config.rate_limit,
+        send_queue: config.send_queue,
+        close_timeout: config.close_timeout,
+    };
+    session.run(ws).await;
+}
+
+/// Answers the plain HTTP routes.
+async fn serve_page(handshake: Handshake<TcpStream>, shared: &Shared, peer: SocketAddr) {
+    let request = handshake.request();
+    if request.method() != Method::GET {
+        shared.metrics.reject(Rejection::BadRequest);
+        let refusal = reject(StatusCode::METHOD_NOT_ALLOWED, "only GET is served")
+            .with_header(http::header::ALLOW, HeaderValue::from_static("GET"));
+        let _ = handshake.respond(refusal.into_response()).await;
+        return;
+    }
+    let path = request.uri().path();
+    let response = match path {
+        "/healthz" => Some(ok("text/plain; charset=utf-8", "ok\n".to_owned())),
+        "/metrics" => Some(ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(),
+        )),
+        "/" | "/index.html" => Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned())),
+        "/chat.js" => Some(ok(
+            "text/javascript; charset=utf-8",
+            page::CHAT_JS.to_owned(),
+        )),
+        "/chat.css" => Some(ok("text/css; charset=utf-8", page::CHAT_CSS.to_owned())),
+        p => match p.strip_prefix("/rooms/") {
+            // The page itself opens the room named in its address.
+            Some(room) if valid_room(room) => {
+                Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned()))
+            }
+            _ => None,
+        },
+    };
+    match response {
+        Some(response) => {
+            shared.metrics.http_requests_total.fetch_add(1, Relaxed);
+            debug!(%peer, path, "served");
+            let _ = handshake.respond(response).await;
+        }
+        None => not_found(handshake, shared, peer).await,
+    }
+}
+
+async fn not_found(handshake: Handshake<TcpStream>, shared: &Shared, peer: SocketAddr) {
+    shared.metrics.reject(Rejection::NotFound);
+    debug!(%peer, path = handshake.request().uri().path(), "not found");
+    let refusal = reject(
+        StatusCode::NOT_FOUND,
+        "no such endpoint: try / (chat page or room general), /rooms/NAME, /echo, /healthz, /metrics",
+    );
+    let _ = handshake.respond(refusal.into_response()).await;
+}
+
+fn ok(content_type: &'static str, body: String) -> Response<String> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // The page is embedded in the binary: a new binary may serve a new page at the same URL.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}

@@ -1,0 +1,274 @@
+//! One chat connection: reads what the client says and hands it to the broker, writes what
+//! the broker queues for it, and closes with the right code when either side ends.
+//!
+//! The connection is split into its two halves so that a client that stops reading can still
+//! be read from (and its writer stopped), and a client that sends a lot does not delay what
+//! it receives.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duplex::{CloseCode, CloseFrame, Message, PreparedMessage, WebSocket};
+use duplex::{WebSocketReader, WebSocketWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tracing::info;
+
+use crate::broker::{Broker, Command, ConnId, Mode, Registration};
+use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
+use crate::metrics::Metrics;
+use crate::protocol::{ClientMessage, ServerMessage};
+use crate::rate::RateLimit;
+
+/// Everything a chat connection needs besides its socket.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: ConnId,
+    pub(crate) peer: SocketAddr,
+    /// The room of the URL (`/` is `general`).
+    pub(crate) room: String,
+    pub(crate) mode: Mode,
+    /// The plain client's name (`?name=` or `guest-<id>`); JSON clients name themselves.
+    pub(crate) name: String,
+    pub(crate) broker: Broker,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) rate_limit: u32,
+    pub(crate) send_queue: usize,
+    pub(crate) close_timeout: Duration,
+}
+
+/// How a connection ended, for the log line.
+#[derive(Debug)]
+enum End {
+    /// The client sent a close frame.
+    PeerClosed(Option<CloseFrame>),
+    /// Reading failed: a protocol violation (already answered with its close code), a reset,
+    /// or the end of the transport without a close frame.
+    ReadFailed(duplex::Error),
+    /// Writing failed.
+    WriteFailed(duplex::Error),
+    /// The hub closes: rate limit, binary data, slow reader, shutdown, broker gone.
+    Closing(CloseFrame),
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::PeerClosed(Some(frame)) => write!(f, "closed by peer ({})", frame.code),
+            End::PeerClosed(None) => write!(f, "closed by peer"),
+            End::ReadFailed(e) => write!(f, "read failed: {e}"),
+            End::WriteFailed(e) => write!(f, "write failed: {e}"),
+            End::Closing(frame) => write!(f, "closed by server ({} {})", frame.code, frame.reason),
+        }
+    }
+}
+
+impl Session {
+    /// Runs the connection to its end and logs how it ended.
+    pub(crate) async fn run(self, ws: WebSocket<TcpStream>) {
+        let started = Instant::now();
+        let (queue_tx, mut queue_rx) = mpsc::channel(self.send_queue);
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let registration = Registration {
+            id: self.id,
+            name: if self.mode == Mode::Plain {
+                self.name.clone()
+            } else {
+                String::new()
+            },
+            mode: self.mode,
+            queue: queue_tx.clone(),
+            kick: kick_tx,
+            room: (self.mode == Mode::Plain).then(|| self.room.clone()),
+        };
+        let (mut reader, mut writer) = ws.split();
+        let wake_writer = Notify::new();
+        let end = if self
+            .broker
+            .send(Command::Connect(registration))
+            .await
+            .is_err()
+        {
+            End::Closing(broker_gone())
+        } else {
+            let mut shutdown = self.shutdown.clone();
+            let stop = async {
+                tokio::select! {
+                    Ok(frame) = kick_rx => frame,
+                    _ = shutdown.wait_for(|stopping| *stopping) => {
+                        CloseFrame::new(CloseCode(CLOSE_SHUTDOWN), "server shutting down")
+                    }
+                }
+            };
+            tokio::select! {
+                end = self.read_loop(&mut reader, &queue_tx, &wake_writer) => end,
+                e = write_loop(&mut writer, &mut queue_rx, &wake_writer, &self.metrics) => {
+                    End::WriteFailed(e)
+                }
+                frame = stop => End::Closing(frame),
+            }
+        };
+        let _ = self.broker.send(Command::Disconnect { id: self.id }).await;
+        finish(&mut reader, &mut writer, &end, self.close_timeout).await;
+        info!(
+            conn = self.id,
+            peer = %self.peer,
+            room = %self.room,
+            mode = ?self.mode,
+            secs = started.elapsed().as_secs_f32(),
+            reason = %end,
+            "chat connection closed"
+        );
+    }
+
+    async fn read_loop(
+        &self,
+        reader: &mut WebSocketReader<TcpStream>,
+        local: &mpsc::Sender<PreparedMessage>,
+        wake_writer: &Notify,
+    ) -> End {
+        let mut limit = RateLimit::new(self.rate_limit, Instant::now());
+        loop {
+            let msg = match reader.recv().await {
+                None => return End::PeerClosed(None),
+                Some(Err(e)) => return End::ReadFailed(e),
+                Some(Ok(msg)) => msg,
+            };
+            let text = match msg {
+                Message::Text(text) => text,
+                Message::Binary(data) => {
+                    self.metrics.received(data.len());
+                    return End::Closing(CloseFrame::new(
+                        CloseCode(CLOSE_BINARY),
+                        "chat messages are text",
+                    ));
+                }
+                Message::Close(frame) => {
+                    // The writer echoes the close frame; wake it in case it is idle.
+                    wake_writer.notify_one();
+                    return End::PeerClosed(frame);
+                }
+                Message::Ping(_) => {
+                    wake_writer.notify_one();
+                    continue;
+                }
+                Message::Pong(_) => continue,
+            };
+            let now = Instant::now();
+            self.metrics.received(text.len());
+            if !limit.allow(now) {
+                self.metrics
+                    .rate_limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return End::Closing(CloseFrame::new(
+                    CloseCode(CLOSE_RATE_LIMITED),
+                    "rate limit exceeded",
+                ));
+            }
+            let command = match self.mode {
+                Mode::Plain => Command::Send {
+                    id: self.id,
+                    room: None,
+                    text: text.as_str().to_owned(),
+                    at: now,
+                },
+                Mode::Json => match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                    Ok(msg) => self.command(msg, now),
+                    Err(e) => {
+                        let error = ServerMessage::error("bad_request", e.to_string());
+                        // If the queue is full the broker is about to disconnect this client
+                        // anyway; the error adds nothing then.
+                        let _ = local.try_send(PreparedMessage::text(error.to_json()));
+                        continue;
+                    }
+                },
+            };
+            if self.broker.send(command).await.is_err() {
+                return End::Closing(broker_gone());
+            }
+        }
+    }
+
+    /// The broker command for a JSON request; rooms default to the URL's room.
+    fn command(&self, msg: ClientMessage, at: Instant) -> Command {
+        let id = self.id;
+        match msg {
+            ClientMessage::Join { room, name, since } => Command::Join {
+                id,
+                room: room.unwrap_or_else(|| self.room.clone()),
+                name,
+                since,
+            },
+            ClientMessage::Leave { room } => Command::Leave {
+                id,
+                room: room.unwrap_or_else(|| self.room.clone()),
+            },
+            ClientMessage::Send { room, text } => Command::Send { id, room, text, at },
+            ClientMessage::Rooms => Command::Rooms { id },
+        }
+    }
+}
+
+/// Writes queued frames until writing fails; flushes pongs and close replies when the reader
+/// asks. Only returns on error.
+async fn write_loop(
+    writer: &mut WebSocketWriter<TcpStream>,
+    queue: &mut mpsc::Receiver<PreparedMessage>,
+    wake: &Notify,
+    metrics: &Metrics,
+) -> duplex::Error {
+    loop {
+        tokio::select! {
+            biased;
+            _ = wake.notified() => {
+                if let Err(e) = writer.flush().await {
+                    return e;
+                }
+            }
+            frame = queue.recv() => {
+                // The session holds a sender itself, so the queue never ends while it runs.
+                let Some(frame) = frame else { return duplex::Error::Closed };
+                if let Err(e) = writer.send_prepared(&frame).await {
+                    return e;
+                }
+                metrics.sent(frame.frame_len());
+            }
+        }
+    }
+}
+
+/// Completes the closing handshake as far as the way the connection ended allows, within
+/// `close_timeout`.
+async fn finish(
+    reader: &mut WebSocketReader<TcpStream>,
+    writer: &mut WebSocketWriter<TcpStream>,
+    end: &End,
+    close_timeout: Duration,
+) {
+    let closing = async {
+        match end {
+            // Answer the client's close (or write the close frame of the protocol error that
+            // ended the read), which the writer has been told about by the reader.
+            End::PeerClosed(_) | End::ReadFailed(_) => {
+                let _ = writer.flush().await;
+            }
+            End::WriteFailed(_) => {}
+            End::Closing(frame) => {
+                // Queued after whatever part of a frame is still unwritten: a slow client that
+                // starts reading again gets what was on its way, then this close frame.
+                if writer.close(Some(frame.clone())).await.is_ok() {
+                    while let Some(Ok(_)) = reader.recv().await {}
+                    let _ = writer.flush().await;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(close_timeout, closing).await;
+}
+
+fn broker_gone() -> CloseFrame {
+    CloseFrame::new(CloseCode::INTERNAL, "server error")
+}
