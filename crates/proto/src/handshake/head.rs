@@ -55,15 +55,9 @@ pub fn parse_request(
 ) -> Result<Option<(Request<()>, usize)>, HandshakeError> {
     let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return check_partial(buf, limits),
-        Err(httparse::Error::TooManyHeaders) => return Err(limits.too_large()),
-        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    let Some(len) = head_len(req.parse(buf), buf, limits)? else {
+        return Ok(None);
     };
-    if len > limits.max_bytes {
-        return Err(limits.too_large());
-    }
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let uri: Uri = req
@@ -86,15 +80,9 @@ pub fn parse_response(
 ) -> Result<Option<(Response<()>, usize)>, HandshakeError> {
     let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return check_partial(buf, limits),
-        Err(httparse::Error::TooManyHeaders) => return Err(limits.too_large()),
-        Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
+    let Some(len) = head_len(resp.parse(buf), buf, limits)? else {
+        return Ok(None);
     };
-    if len > limits.max_bytes {
-        return Err(limits.too_large());
-    }
     let status = StatusCode::from_u16(resp.code.unwrap_or_default())
         .map_err(|e| HandshakeError::Malformed(e.to_string()))?;
     let mut out = Response::new(());
@@ -104,11 +92,19 @@ pub fn parse_response(
     Ok(Some((out, len)))
 }
 
-fn check_partial<T>(buf: &[u8], limits: HeadLimits) -> Result<Option<T>, HandshakeError> {
-    if buf.len() >= limits.max_bytes {
-        Err(limits.too_large())
-    } else {
-        Ok(None)
+/// The length of a parsed head, `None` if it is incomplete, or why it is refused.
+fn head_len(
+    parsed: httparse::Result<usize>,
+    buf: &[u8],
+    limits: HeadLimits,
+) -> Result<Option<usize>, HandshakeError> {
+    match parsed {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => Err(limits.too_large()),
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => Err(limits.too_large()),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(limits.too_large()),
+        Err(e) => Err(HandshakeError::Malformed(e.to_string())),
     }
 }
 
