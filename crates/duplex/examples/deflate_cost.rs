@@ -12,7 +12,7 @@ use std::time::Instant;
 use duplex::proto::deflate::codec::Deflater;
 use duplex::proto::deflate::negotiate::params_for_test;
 use duplex::{Config, DeflateConfig, Message, WebSocket};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -33,7 +33,11 @@ fn message(i: usize) -> String {
         i % 60
     );
     while s.len() < 1000 {
-        s.push_str(["hello ", "world ", "duplex ", "is ", "fast ", "and ", "small "][(s.len() * 7 + i) % 7]);
+        s.push_str(
+            [
+                "hello ", "world ", "duplex ", "is ", "fast ", "and ", "small ",
+            ][(s.len() * 7 + i) % 7],
+        );
     }
     s.push_str("\"}");
     s
@@ -41,7 +45,9 @@ fn message(i: usize) -> String {
 
 async fn server(listener: TcpListener, config: Config) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { return };
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
         tokio::spawn(async move {
             let Ok(mut ws) = duplex::server::accept_with(tcp, config, |_| Ok(())).await else {
                 return;
@@ -55,7 +61,7 @@ async fn server(listener: TcpListener, config: Config) {
     }
 }
 
-async fn connect(url: &str, config: Config) -> WebSocket<TcpStream> {
+async fn connect(url: &str, config: Config) -> WebSocket<duplex::MaybeTlsStream> {
     duplex::ClientBuilder::new(url)
         .expect("url")
         .config(config)
@@ -76,7 +82,9 @@ async fn memory(n: usize, config: Config) -> f64 {
         let mut ws = connect(&url, config).await;
         // Several different messages, so the compressor's tables are as warm as in use.
         for j in 0..10 {
-            ws.send(Message::text(message(i * 10 + j))).await.expect("send");
+            ws.send(Message::text(message(i * 10 + j)))
+                .await
+                .expect("send");
             ws.recv().await.expect("reply").expect("reply");
         }
         clients.push(ws);
@@ -114,9 +122,18 @@ fn settings() -> [Setting; 5] {
     let d = DeflateConfig::default;
     [
         ("uncompressed", None),
-        ("15 window bits, level 6", Some(d().window_bits(15).level(6))),
-        ("12 window bits, level 6", Some(d().window_bits(12).level(6))),
-        ("12 window bits, level 1", Some(d().window_bits(12).level(1))),
+        (
+            "15 window bits, level 6",
+            Some(d().window_bits(15).level(6)),
+        ),
+        (
+            "12 window bits, level 6",
+            Some(d().window_bits(12).level(6)),
+        ),
+        (
+            "12 window bits, level 1",
+            Some(d().window_bits(12).level(1)),
+        ),
         ("9 window bits, level 1", Some(d().window_bits(9).level(1))),
     ]
 }
@@ -141,18 +158,28 @@ async fn main() {
             .args(["memory", &index.to_string(), &n.to_string()])
             .output()
             .expect("run the measurement");
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(f64::NAN)
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN)
     };
     let base = measure(0);
-    println!("memory per connection pair, {n} pairs (client + server end), after 10 messages each:");
+    println!(
+        "memory per connection pair, {n} pairs (client + server end), after 10 messages each:"
+    );
     println!("  {:24} {base:8.1} KiB", settings()[0].0);
     for (index, (name, _)) in settings().iter().enumerate().skip(1) {
         let m = measure(index);
-        println!("  {name:24} {m:8.1} KiB  (compression: +{:.1} KiB per end)", (m - base) / 2.0);
+        println!(
+            "  {name:24} {m:8.1} KiB  (compression: +{:.1} KiB per end)",
+            (m - base) / 2.0
+        );
     }
     let plain = Config::default();
-    let configs: Vec<(&str, DeflateConfig)> =
-        settings().iter().filter_map(|(n, d)| d.map(|d| (*n, d))).collect();
+    let configs: Vec<(&str, DeflateConfig)> = settings()
+        .iter()
+        .filter_map(|(n, d)| d.map(|d| (*n, d)))
+        .collect();
 
     let sample: Vec<String> = (0..1000).map(message).collect();
     let raw: usize = sample.iter().map(String::len).sum();
@@ -161,9 +188,17 @@ async fn main() {
         let mut deflater = Deflater::new(&params_for_test(d));
         let packed: usize = sample
             .iter()
-            .map(|m| deflater.compress(m.as_bytes()).map(|v| v.len()).unwrap_or(0))
+            .map(|m| {
+                deflater
+                    .compress(m.as_bytes())
+                    .map(|v| v.len())
+                    .unwrap_or(0)
+            })
             .sum();
-        println!("  {name:24} {packed:8} B ({:.1}x smaller)", raw as f64 / packed as f64);
+        println!(
+            "  {name:24} {packed:8} B ({:.1}x smaller)",
+            raw as f64 / packed as f64
+        );
     }
 
     let plain_rate = throughput(messages, plain).await;
@@ -171,6 +206,9 @@ async fn main() {
     println!("  uncompressed             {plain_rate:10.0} msg/s");
     for &(name, d) in &configs {
         let rate = throughput(messages, plain.deflate(Some(d))).await;
-        println!("  {name:24} {rate:10.0} msg/s  ({:.2}x of uncompressed)", rate / plain_rate);
+        println!(
+            "  {name:24} {rate:10.0} msg/s  ({:.2}x of uncompressed)",
+            rate / plain_rate
+        );
     }
 }

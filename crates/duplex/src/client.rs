@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::{Config, Error, Result, WebSocket};
+use crate::proxy::ProxyChoice;
+use crate::{Config, Error, MaybeTlsStream, Result, WebSocket};
 
-/// Connects to a `ws://` URL with the default configuration.
+/// Connects to a `ws://` or `wss://` URL with the default configuration (and the proxy the
+/// environment names, if any; see [`crate::proxy`]).
 ///
 /// Returns the connection and the server's 101 response.
 ///
@@ -25,7 +27,7 @@ use crate::{Config, Error, Result, WebSocket};
 /// ws.send(duplex::Message::text("hello")).await?;
 /// # Ok(()) }
 /// ```
-pub async fn connect(url: &str) -> Result<(WebSocket<TcpStream>, Response<()>)> {
+pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
     ClientBuilder::new(url)?.connect().await
 }
 
@@ -47,6 +49,11 @@ pub struct ClientBuilder {
     handshake: ClientHandshake,
     config: Config,
     connect_timeout: Duration,
+    /// TLS options for `wss://` (set in `tls.rs`).
+    #[cfg(feature = "tls")]
+    pub(crate) tls: crate::tls::ClientTls,
+    /// Where the proxy comes from (set in `proxy.rs`).
+    pub(crate) proxy: ProxyChoice,
 }
 
 impl ClientBuilder {
@@ -62,6 +69,9 @@ impl ClientBuilder {
             handshake,
             config: Config::default(),
             connect_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: Default::default(),
+            proxy: ProxyChoice::default(),
         })
     }
 
@@ -83,31 +93,55 @@ impl ClientBuilder {
         self
     }
 
-    /// Sets the time allowed for the TCP connection (default 10 s).
+    /// Sets the time allowed to establish the transport (default 10 s): the TCP connection,
+    /// the tunnel through a proxy and the TLS handshake together. The HTTP upgrade that
+    /// follows has [`Config::handshake_timeout`].
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// Opens a TCP connection and performs the handshake.
-    pub async fn connect(self) -> Result<(WebSocket<TcpStream>, Response<()>)> {
+    /// Opens the connection (through a proxy and TLS as configured) and performs the
+    /// handshake.
+    pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
+        let io = timeout(self.connect_timeout, self.open())
+            .await
+            .map_err(|_| Error::Timeout("connect"))??;
+        self.handshake_on(io).await
+    }
+
+    /// The transport: TCP to the server or to the proxy (then a tunnel), then TLS for `wss://`.
+    async fn open(&self) -> Result<MaybeTlsStream> {
         let secure = matches!(self.uri.scheme_str(), Some("wss" | "https"));
-        if secure {
-            return Err(Error::Url(
-                "wss:// needs TLS, which this build does not support yet".into(),
-            ));
-        }
         let host = self
             .uri
             .host()
             .ok_or_else(|| Error::Url("no host".into()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = self.uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-        let tcp = timeout(self.connect_timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| Error::Timeout("connect"))??;
+        #[cfg(not(feature = "tls"))]
+        if secure {
+            return Err(Error::Url(
+                "wss:// needs the `tls` feature of duplex, which this build was compiled without"
+                    .into(),
+            ));
+        }
+        let proxy = self.proxy.resolve(secure, host)?;
+        let mut tcp = match &proxy {
+            Some(p) => TcpStream::connect((p.host(), p.port()))
+                .await
+                .map_err(crate::proxy::ProxyError::Io)?,
+            None => TcpStream::connect((host, port)).await?,
+        };
         tcp.set_nodelay(true)?;
-        self.handshake_on(tcp).await
+        if let Some(p) = &proxy {
+            p.tunnel(&mut tcp, host, port).await?;
+        }
+        #[cfg(feature = "tls")]
+        if secure {
+            return self.tls.connect(host, tcp).await;
+        }
+        Ok(MaybeTlsStream::Plain(tcp))
     }
 
     /// Performs the handshake on a transport that is already connected (a TLS stream, a

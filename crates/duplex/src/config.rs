@@ -32,6 +32,28 @@ pub struct Config {
     /// Buffered outgoing bytes above which sending waits for the socket to drain (default
     /// 128 KiB): a peer that does not read slows the sender down instead of growing memory.
     pub write_buffer_size: usize,
+    /// Queued outgoing bytes past which the connection is dropped (default 16 MiB). Sending
+    /// with [`WebSocket::send`](crate::WebSocket::send) waits at [`Config::write_buffer_size`]
+    /// and never gets here; this catches code that queues without waiting
+    /// ([`WebSocket::queue_prepared`](crate::WebSocket::queue_prepared) in a fan-out loop,
+    /// `start_send` without `poll_ready`), so memory never grows without bound when a peer
+    /// does not read. The check is made before a message is queued: one message may take the
+    /// queue past the limit, the next one fails with [`Error::WriteBufferFull`](crate::Error::WriteBufferFull).
+    pub max_write_buffer_size: usize,
+    /// Time a write may make no progress at all, because the peer does not read, before the
+    /// connection is dropped with [`Error::WriteBufferFull`](crate::Error::WriteBufferFull)
+    /// (default 30 s; `None` waits forever). Any byte written restarts it, so a slow but
+    /// reading peer is never cut off.
+    pub write_timeout: Option<Duration>,
+    /// How long the connection may stay without receiving anything before a ping is sent to
+    /// check that the peer is still there (default 30 s, below the 60 s idle timeout of common
+    /// proxies and load balancers, so it also keeps them from dropping the connection; `None`
+    /// sends no pings). Driven by reading: see [`WebSocket::rtt`](crate::WebSocket::rtt).
+    pub ping_interval: Option<Duration>,
+    /// How long a keepalive ping may wait for its pong before the connection is failed with
+    /// close code 1011 and [`Error::KeepaliveTimeout`](crate::Error::KeepaliveTimeout)
+    /// (default 30 s; `None` only measures the round-trip time and never gives up).
+    pub ping_timeout: Option<Duration>,
     /// permessage-deflate (RFC 7692): `None` (the default) never negotiates it; `Some` offers
     /// it (client) or accepts a client's offer (server) with these settings. Each compressed
     /// connection costs about 300 KiB at the default 15 window bits, allocated on its first
@@ -50,6 +72,10 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             write_buffer_size: 128 * 1024,
+            max_write_buffer_size: 16 * 1024 * 1024,
+            write_timeout: Some(Duration::from_secs(30)),
+            ping_interval: Some(Duration::from_secs(30)),
+            ping_timeout: Some(Duration::from_secs(30)),
             deflate: None,
         }
     }
@@ -89,6 +115,34 @@ impl Config {
     /// Sets [`Config::write_buffer_size`].
     pub fn write_buffer_size(mut self, bytes: usize) -> Self {
         self.write_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_write_buffer_size`].
+    pub fn max_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.max_write_buffer_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::ping_interval`] and [`Config::ping_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// // Ping after 10 s of silence, give up 5 s later.
+    /// let config = duplex::Config::default()
+    ///     .keepalive(Some(Duration::from_secs(10)), Some(Duration::from_secs(5)));
+    /// // No keepalive at all.
+    /// let quiet = duplex::Config::default().keepalive(None, None);
+    /// ```
+    pub fn keepalive(mut self, interval: Option<Duration>, timeout: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self.ping_timeout = timeout;
         self
     }
 

@@ -44,6 +44,24 @@ pub enum Error {
     /// Halves from different connections were put back together.
     #[error("the halves do not belong to the same connection")]
     Reunite,
+    /// TLS could not be set up (certificate files, an untrusted server certificate, the TLS
+    /// handshake).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The proxy could not be used or refused the tunnel.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
+    /// No pong answered a keepalive ping within [`Config::ping_timeout`](crate::Config::ping_timeout):
+    /// the peer or the path to it is gone. The connection was failed with close code 1011.
+    #[error("no pong within {0:?} of a keepalive ping")]
+    KeepaliveTimeout(std::time::Duration),
+    /// The peer did not read for [`Config::write_timeout`](crate::Config::write_timeout) while
+    /// data waited to be written, or more than
+    /// [`Config::max_write_buffer_size`](crate::Config::max_write_buffer_size) bytes were
+    /// queued. The transport was dropped without a close frame: there was no room to send one.
+    #[error("the peer is not reading: {0}")]
+    WriteBufferFull(&'static str),
 }
 
 impl From<duplex_proto::Error> for Error {
@@ -61,13 +79,30 @@ impl Error {
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
             Error::Protocol(e) => e.close_code(),
+            Error::KeepaliveTimeout(_) => Some(CloseCode::INTERNAL),
             _ => None,
         }
     }
 
-    /// Whether this is a timeout.
+    /// Whether this is a timeout (including a keepalive ping left unanswered and a peer that
+    /// stopped reading).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout(_))
+        matches!(
+            self,
+            Error::Timeout(_) | Error::KeepaliveTimeout(_) | Error::WriteBufferFull(_)
+        )
+    }
+
+    /// The HTTP status behind this error, if there is one: the status the server's callback
+    /// refused the upgrade with, the status of a refused handshake seen by a client, or the
+    /// status a proxy refused the tunnel with.
+    pub fn http_status(&self) -> Option<http::StatusCode> {
+        match self {
+            Error::Rejected(status) => Some(*status),
+            Error::Handshake(HandshakeError::Status { status, .. }) => Some(*status),
+            Error::Proxy(p) => p.status(),
+            _ => None,
+        }
     }
 }
 

@@ -7,7 +7,13 @@
 //! - Servers: [`accept`], [`server::accept_with`] (inspect the request, choose a
 //!   subprotocol, reject with a status), [`server::Handshake`] (serve plain HTTP and
 //!   WebSockets on one port).
-//! - Clients: [`connect`] and [`ClientBuilder`].
+//! - Clients: [`connect`] and [`ClientBuilder`], for `ws://` and `wss://`, directly or
+//!   through an HTTP or SOCKS5 [`proxy`].
+//! - TLS with rustls ([`tls`], cargo feature `tls`, on by default).
+//! - Authentication and `Origin` checks before the upgrade ([`auth`]).
+//! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`).
+//! - Keepalive pings, timeouts and limits in [`Config`], with defaults safe on the open
+//!   internet.
 //!
 //! An echo server:
 //!
@@ -31,13 +37,21 @@
 //! ```
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod auth;
 pub mod client;
 mod config;
 mod error;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod io;
+mod keepalive;
 mod prepared;
+pub mod proxy;
 pub mod server;
 pub mod split;
+mod stream;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod websocket;
 
 pub use client::{connect, ClientBuilder};
@@ -48,6 +62,7 @@ pub use error::{Error, Result};
 pub use prepared::PreparedMessage;
 pub use server::accept;
 pub use split::{WebSocketReader, WebSocketWriter};
+pub use stream::MaybeTlsStream;
 pub use websocket::WebSocket;
 
 /// The engine this library drives, for lower-level use.

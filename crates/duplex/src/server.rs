@@ -281,10 +281,10 @@ async fn send_response<S: AsyncWrite + Unpin>(
 /// What an [`accept_with`] callback sees: the request, and the answer being prepared.
 #[derive(Debug)]
 pub struct Incoming<'a> {
-    request: &'a Request<()>,
-    upgrade: &'a UpgradeRequest,
-    protocol: Option<String>,
-    headers: HeaderMap,
+    pub(crate) request: &'a Request<()>,
+    pub(crate) upgrade: &'a UpgradeRequest,
+    pub(crate) protocol: Option<String>,
+    pub(crate) headers: HeaderMap,
 }
 
 impl Incoming<'_> {

@@ -8,9 +8,10 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::Sender;
@@ -21,17 +22,42 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
 use crate::io::{poll_read_message, poll_write_queue, ReadOutcome};
+use crate::keepalive::{Due, Keepalive, PingStamp, Tracked, WriteStall};
 use crate::{Config, Error, PreparedMessage, Result, WebSocket};
 
 /// What the reader hands over to the writer.
 #[derive(Debug)]
 enum Control {
-    /// A received ping or close, which obliges an answer.
+    /// A received close, which obliges an answer.
     React(Message),
     /// The peer broke the protocol: send the close frame for this error.
     Fail(duplex_proto::Error),
+    /// A keepalive ping to send, with its id for [`PingStamp::mark`].
+    Ping(u64, Bytes),
+    /// Fail the connection with this close frame (a keepalive ping went unanswered).
+    Close(CloseFrame),
 }
 
+/// The payload of the last ping received and not answered yet. Only the most recent ping needs
+/// a pong (RFC 6455 section 5.5.3), so a peer that floods pings while the writer is idle costs
+/// one slot, not a queue that grows with every ping.
+#[derive(Debug, Default)]
+struct PongSlot(Mutex<Option<Bytes>>);
+
+impl PongSlot {
+    fn put(&self, payload: Bytes) {
+        // A poisoned lock only means a panic elsewhere mid-assignment of a plain value.
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+    }
+
+    fn take(&self) -> Option<Bytes> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+// The parts of a connection moving between its whole and split forms; a struct for them
+// would exist only to be taken apart again.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
     io: S,
     rx: Receiver,
@@ -40,9 +66,12 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
     config: Config,
     role: Role,
     protocol: Option<String>,
+    keepalive: Keepalive,
 ) -> (WebSocketReader<S>, WebSocketWriter<S>) {
     let (read_io, write_io) = tokio::io::split(io);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
+    let pong = Arc::new(PongSlot::default());
+    let stamp = keepalive.stamp();
     (
         WebSocketReader {
             io: read_io,
@@ -51,16 +80,22 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
             control: control_tx,
             terminated: false,
             protocol: protocol.clone(),
+            keepalive,
+            pong: pong.clone(),
         },
         WebSocketWriter {
             io: write_io,
             tx,
             control: control_rx,
+            stall: WriteStall::new(&config),
             config,
             role,
             protocol,
             peer_closed: false,
             shut_down: false,
+            pong,
+            stamp,
+            broken: false,
         },
     )
 }
@@ -69,7 +104,11 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
 ///
 /// Pings and close frames it receives are answered by the [`WebSocketWriter`] the next time
 /// that half sends or flushes, so keep the writer in use (or call
-/// [`WebSocketWriter::flush`]) while reading.
+/// [`WebSocketWriter::flush`]) while reading. The same goes for keepalive pings
+/// ([`Config::ping_interval`]): the reader decides when one is due, the writer sends it, and the
+/// pong deadline starts only once it is sent, so an idle writer delays keepalive but never
+/// makes the reader fail the connection. A task that only reads can call
+/// [`WebSocketWriter::flush`] on a timer.
 ///
 /// # Cancel safety
 ///
@@ -82,6 +121,8 @@ pub struct WebSocketReader<S> {
     control: mpsc::UnboundedSender<Control>,
     terminated: bool,
     protocol: Option<String>,
+    keepalive: Keepalive,
+    pong: Arc<PongSlot>,
 }
 
 /// The writing half of a split [`WebSocket`]: a [`Sink`] of messages.
@@ -97,6 +138,10 @@ pub struct WebSocketWriter<S> {
     protocol: Option<String>,
     peer_closed: bool,
     shut_down: bool,
+    pong: Arc<PongSlot>,
+    stamp: Arc<PingStamp>,
+    stall: WriteStall,
+    broken: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
@@ -112,6 +157,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     /// The subprotocol agreed during the handshake.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The round-trip time measured by the last answered keepalive ping; see
+    /// [`WebSocket::rtt`].
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        self.keepalive.rtt()
     }
 
     /// Puts the halves back together.
@@ -131,6 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
             writer.config,
             writer.role,
             writer.protocol,
+            self.keepalive,
         ))
     }
 }
@@ -143,17 +195,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
         if this.terminated {
             return Poll::Ready(None);
         }
-        let outcome = ready!(poll_read_message(
-            &mut this.io,
-            &mut this.rx,
-            &mut this.read_buf,
-            cx
-        ));
         // A send error means the writer is gone; nobody is left to answer, which is fine.
-        Poll::Ready(match outcome {
+        loop {
+            match this.keepalive.poll(cx) {
+                Poll::Ready(Due::Ping(id, payload)) => {
+                    let _ = this.control.send(Control::Ping(id, payload));
+                }
+                Poll::Ready(Due::TimedOut(after)) => {
+                    let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
+                    let _ = this.control.send(Control::Close(frame));
+                    this.terminated = true;
+                    return Poll::Ready(Some(Err(Error::KeepaliveTimeout(after))));
+                }
+                Poll::Pending => break,
+            }
+        }
+        let mut io = Tracked::new(&mut this.io);
+        let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
+        if io.read {
+            this.keepalive.activity();
+        }
+        Poll::Ready(match ready!(outcome) {
             ReadOutcome::Message(msg) => {
-                if matches!(msg, Message::Ping(_) | Message::Close(_)) {
-                    let _ = this.control.send(Control::React(msg.clone()));
+                match &msg {
+                    Message::Ping(payload) => this.pong.put(payload.clone()),
+                    Message::Pong(payload) => this.keepalive.pong(payload),
+                    Message::Close(_) => {
+                        let _ = this.control.send(Control::React(msg.clone()));
+                    }
+                    _ => {}
                 }
                 Some(Ok(msg))
             }
@@ -199,6 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub async fn send_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         crate::prepared::check_role(self.role)?;
+        self.check_queue()?;
         self.tx.send_raw(msg.frame())?;
         self.flush().await
     }
@@ -206,6 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     /// Sends one fragment of a message sent in pieces; see [`WebSocket::send_fragment`].
     pub async fn send_fragment(&mut self, opcode: OpCode, payload: Bytes, fin: bool) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.check_queue()?;
         self.tx.send_fragment(opcode, payload, fin)?;
         self.flush().await
     }
@@ -226,8 +298,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     }
 
     fn drain_control(&mut self) {
+        if let Some(payload) = self.pong.take() {
+            self.tx.react(&Message::Ping(payload));
+        }
         while let Ok(c) = self.control.try_recv() {
             match c {
+                Control::Ping(id, payload) => {
+                    if self.tx.send(Message::Ping(payload)).is_ok() {
+                        self.stamp.mark(id);
+                    }
+                }
+                Control::Close(frame) => {
+                    self.peer_closed = true;
+                    let _ = self.tx.close(Some(frame));
+                }
                 Control::React(msg) => {
                     self.peer_closed |= msg.is_close();
                     self.tx.react(&msg);
@@ -240,9 +324,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         }
     }
 
+    /// Writes until at most `keep` bytes are queued, dropping the connection if the peer
+    /// reads nothing for [`Config::write_timeout`].
+    fn poll_write_until(&mut self, keep: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut io = Tracked::new(&mut self.io);
+        match poll_write_queue(&mut io, self.tx.queue(), keep, cx) {
+            Poll::Ready(Ok(())) => {
+                self.stall.clear();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => {
+                let progressed = io.wrote;
+                if !self.stall.stalled(progressed, cx) {
+                    return Poll::Pending;
+                }
+                self.break_off();
+                // Best effort: the peer is not reading, but a FIN may still reach its kernel.
+                let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+                Poll::Ready(Err(Error::WriteBufferFull(
+                    "nothing could be written for write_timeout",
+                )))
+            }
+        }
+    }
+
+    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed.
+    fn check_queue(&mut self) -> Result<()> {
+        if self.broken {
+            return Err(Error::Closed);
+        }
+        if self.tx.buffered() > self.config.max_write_buffer_size {
+            self.break_off();
+            return Err(Error::WriteBufferFull(
+                "more than max_write_buffer_size bytes queued",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives up on a peer that does not read: frees the queue; nothing more is written.
+    fn break_off(&mut self) {
+        self.broken = true;
+        let queue = self.tx.queue();
+        let all = queue.remaining();
+        queue.advance(all);
+    }
+
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         self.drain_control();
-        ready!(poll_write_queue(&mut self.io, self.tx.queue(), 0, cx))?;
+        if self.broken {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        ready!(self.poll_write_until(0, cx))?;
         // A server closes the transport once both close frames are through.
         if self.role == Role::Server
             && self.peer_closed
@@ -269,13 +403,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
             let _ = ready!(this.poll_write_all(cx));
             return Poll::Ready(Err(Error::Closed));
         }
+        if this.broken {
+            return Poll::Ready(Err(Error::Closed));
+        }
         let keep = this.config.write_buffer_size.saturating_sub(1);
-        ready!(poll_write_queue(&mut this.io, this.tx.queue(), keep, cx))?;
-        Poll::Ready(Ok(()))
+        this.poll_write_until(keep, cx)
     }
 
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
-        self.get_mut().tx.send(msg)?;
+        let this = self.get_mut();
+        this.check_queue()?;
+        this.tx.send(msg)?;
         Ok(())
     }
 

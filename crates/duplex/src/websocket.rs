@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use crate::io::{poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome};
+use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
 use crate::{Config, Error, PreparedMessage, Result};
 
@@ -60,6 +61,13 @@ pub struct WebSocket<S> {
     terminated: bool,
     /// The transport's write side was shut down.
     shut_down: bool,
+    /// Keepalive pings and the round-trip time ([`Config::ping_interval`]).
+    keepalive: Keepalive,
+    /// Cut-off for a peer that stops reading ([`Config::write_timeout`]).
+    stall: WriteStall,
+    /// The connection was dropped for a peer that does not read or answer: nothing more can be
+    /// sent.
+    broken: bool,
 }
 
 impl<S> WebSocket<S>
@@ -94,6 +102,9 @@ where
             close_timer: None,
             terminated: false,
             shut_down: false,
+            keepalive: Keepalive::new(&config),
+            stall: WriteStall::new(&config),
+            broken: false,
         }
     }
 
@@ -158,8 +169,13 @@ where
 
     /// Queues a prepared message without flushing; [`Sink::poll_flush`] (or the next send)
     /// writes it. Lets a fan-out loop batch several messages into one write.
+    ///
+    /// Fails with [`Error::WriteBufferFull`] (and drops the connection) once more than
+    /// [`Config::max_write_buffer_size`] bytes are queued: call [`WebSocket::buffered`] to
+    /// apply a policy of your own before that.
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.role)?;
+        self.check_queue()?;
         self.tx.send_raw(msg.frame())?;
         Ok(())
     }
@@ -169,6 +185,7 @@ where
     /// `OpCode::Binary`, the rest with `OpCode::Continuation`, the last with `fin` set.
     pub async fn send_fragment(&mut self, opcode: OpCode, payload: Bytes, fin: bool) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
+        self.check_queue()?;
         self.tx.send_fragment(opcode, payload, fin)?;
         poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
@@ -178,6 +195,16 @@ where
     ///
     /// Data messages that arrive while waiting are discarded; to read them, send a
     /// [`Message::Close`] instead and keep calling [`WebSocket::recv`] until it returns `None`.
+    ///
+    /// A server shutting down closes with 1001 (going away), which tells clients to reconnect
+    /// elsewhere or later:
+    ///
+    /// ```no_run
+    /// # async fn run(mut ws: duplex::WebSocket<tokio::net::TcpStream>) -> duplex::Result<()> {
+    /// use duplex::{CloseCode, CloseFrame};
+    /// ws.close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "server shutting down"))).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
         if !self.tx.is_close_sent() && !self.terminated {
             self.tx.close(frame)?;
@@ -222,6 +249,22 @@ where
         self.tx.buffered()
     }
 
+    /// The round-trip time measured by the last keepalive ping that was answered, `None`
+    /// before the first one (see [`Config::ping_interval`]). Pings are sent only after the
+    /// connection has been idle, and only while the application reads (`recv` or the
+    /// `Stream`), which drives them.
+    ///
+    /// ```no_run
+    /// # async fn run(ws: duplex::WebSocket<tokio::net::TcpStream>) {
+    /// if let Some(rtt) = ws.rtt() {
+    ///     println!("round trip: {} ms", rtt.as_millis());
+    /// }
+    /// # }
+    /// ```
+    pub fn rtt(&self) -> Option<std::time::Duration> {
+        self.keepalive.rtt()
+    }
+
     /// Splits into a reading and a writing half that can move to different tasks; see
     /// [`WebSocketReader`] and [`WebSocketWriter`]. [`WebSocketReader::reunite`] puts them
     /// back together.
@@ -234,9 +277,13 @@ where
             self.config,
             self.role,
             self.protocol,
+            self.keepalive,
         )
     }
 
+    // The parts of a connection moving between its whole and split forms; a struct for them
+    // would exist only to be taken apart again.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn from_halves(
         io: S,
         rx: Receiver,
@@ -245,6 +292,7 @@ where
         config: Config,
         role: Role,
         protocol: Option<String>,
+        keepalive: Keepalive,
     ) -> Self {
         WebSocket {
             io,
@@ -259,6 +307,9 @@ where
             close_timer: None,
             terminated: false,
             shut_down: false,
+            keepalive,
+            stall: WriteStall::new(&config),
+            broken: false,
         }
     }
 
@@ -307,8 +358,11 @@ where
         let this = self.get_mut();
         loop {
             if this.tx.buffered() > 0 {
-                match poll_write_queue(&mut this.io, this.tx.queue(), 0, cx) {
-                    Poll::Ready(Ok(())) => {}
+                let mut io = Tracked::new(&mut this.io);
+                let written = poll_write_queue(&mut io, this.tx.queue(), 0, cx);
+                let progressed = io.wrote;
+                match written {
+                    Poll::Ready(Ok(())) => this.stall.clear(),
                     Poll::Ready(Err(e)) => {
                         this.terminated = true;
                         if this.rx.is_finished() {
@@ -322,13 +376,20 @@ where
                     // A close reply or a failure's close frame must be out before the
                     // application hears of it; a pong may wait while reading continues.
                     Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
+                        if this.stall.stalled(progressed, cx) {
+                            return Poll::Ready(Some(Err(this.fail_stalled(cx))));
+                        }
                         if !this.poll_close_timer(cx) {
                             return Poll::Pending;
                         }
                         this.terminated = true;
                         return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        if this.stall.stalled(progressed, cx) {
+                            return Poll::Ready(Some(Err(this.fail_stalled(cx))));
+                        }
+                    }
                 }
             }
             if let Some(item) = this.held.take() {
@@ -356,13 +417,31 @@ where
                 this.terminated = true;
                 return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
             }
-            match ready!(poll_read_message(
-                &mut this.io,
-                &mut this.rx,
-                &mut this.read_buf,
-                cx
-            )) {
+            if !this.tx.is_close_sent() {
+                match this.keepalive.poll(cx) {
+                    Poll::Ready(Due::Ping(id, payload)) => {
+                        if this.tx.send(Message::Ping(payload)).is_ok() {
+                            this.keepalive.mark_sent(id);
+                        }
+                        // Back to the top, which writes it.
+                        continue;
+                    }
+                    Poll::Ready(Due::TimedOut(after)) => {
+                        return Poll::Ready(Some(Err(this.fail_keepalive(after, cx))));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            let mut io = Tracked::new(&mut this.io);
+            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
+            if io.read {
+                this.keepalive.activity();
+            }
+            match ready!(outcome) {
                 ReadOutcome::Message(msg) => {
+                    if let Message::Pong(payload) = &msg {
+                        this.keepalive.pong(payload);
+                    }
                     this.tx.react(&msg);
                     if this.tx.buffered() == 0 {
                         return Poll::Ready(Some(Ok(msg)));
@@ -391,6 +470,73 @@ impl<S> WebSocket<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    /// Writes until at most `keep` bytes are queued, dropping the connection if the peer
+    /// reads nothing for [`Config::write_timeout`].
+    fn poll_write_until(&mut self, keep: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let mut io = Tracked::new(&mut self.io);
+        match poll_write_queue(&mut io, self.tx.queue(), keep, cx) {
+            Poll::Ready(Ok(())) => {
+                self.stall.clear();
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => {
+                let progressed = io.wrote;
+                if self.stall.stalled(progressed, cx) {
+                    Poll::Ready(Err(self.fail_stalled(cx)))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed.
+    fn check_queue(&mut self) -> Result<()> {
+        if self.broken {
+            return Err(Error::Closed);
+        }
+        if self.tx.buffered() > self.config.max_write_buffer_size {
+            self.break_off();
+            return Err(Error::WriteBufferFull(
+                "more than max_write_buffer_size bytes queued",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gives up on a peer that does not read: frees the queue (nothing more will be written,
+    /// not even a close frame, for which there is no room) and ends the stream.
+    fn break_off(&mut self) {
+        self.broken = true;
+        self.terminated = true;
+        self.held = None;
+        let queue = self.tx.queue();
+        let all = queue.remaining();
+        queue.advance(all);
+    }
+
+    fn fail_stalled(&mut self, cx: &mut Context<'_>) -> Error {
+        self.break_off();
+        // Best effort: the peer is not reading, but a FIN may still reach its kernel.
+        let _ = self.poll_shutdown_once(cx);
+        Error::WriteBufferFull("nothing could be written for write_timeout")
+    }
+
+    /// Fails the connection after a keepalive ping went unanswered (RFC 6455 section 7.1.7):
+    /// the close frame (1011, as python-websockets sends) goes out if the transport takes it
+    /// right away, without waiting for a peer that is presumably gone.
+    fn fail_keepalive(&mut self, after: std::time::Duration, cx: &mut Context<'_>) -> Error {
+        let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
+        if self.tx.close(Some(frame)).is_ok() {
+            let _ = poll_write_queue(&mut self.io, self.tx.queue(), 0, cx);
+        }
+        let _ = self.poll_shutdown_once(cx);
+        self.broken = true;
+        self.terminated = true;
+        Error::KeepaliveTimeout(after)
+    }
+
     /// Whether the close timer (running once a close frame was sent) has expired.
     fn poll_close_timer(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.tx.is_close_sent() {
@@ -412,23 +558,22 @@ where
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
-        if this.tx.is_close_sent() {
+        if this.tx.is_close_sent() || this.broken {
             return Poll::Ready(Err(Error::Closed));
         }
         let keep = this.config.write_buffer_size.saturating_sub(1);
-        ready!(poll_write_queue(&mut this.io, this.tx.queue(), keep, cx))?;
-        Poll::Ready(Ok(()))
+        this.poll_write_until(keep, cx)
     }
 
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
-        self.get_mut().tx.send(msg)?;
+        let this = self.get_mut();
+        this.check_queue()?;
+        this.tx.send(msg)?;
         Ok(())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        ready!(poll_write_queue(&mut this.io, this.tx.queue(), 0, cx))?;
-        Poll::Ready(Ok(()))
+        self.get_mut().poll_write_until(0, cx)
     }
 
     /// Sends a normal close frame (1000) if none was sent and flushes it. The peer's answer
@@ -439,7 +584,6 @@ where
             this.tx
                 .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
-        ready!(poll_write_queue(&mut this.io, this.tx.queue(), 0, cx))?;
-        Poll::Ready(Ok(()))
+        this.poll_write_until(0, cx)
     }
 }

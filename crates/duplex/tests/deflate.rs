@@ -3,10 +3,10 @@
 mod common;
 
 use common::{bounded, listen};
-use duplex::{CloseCode, Config, DeflateConfig, Error, Message, WebSocket};
+use duplex::{CloseCode, Config, DeflateConfig, Error, MaybeTlsStream, Message, WebSocket};
 use tokio::net::TcpStream;
 
-async fn pair(client: Config, server: Config) -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+async fn pair(client: Config, server: Config) -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     let (listener, url) = listen().await;
     let accept = async {
         let (tcp, _) = listener.accept().await.unwrap();

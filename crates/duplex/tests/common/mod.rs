@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use duplex::{Config, WebSocket};
+use duplex::{Config, MaybeTlsStream, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -27,7 +27,7 @@ pub async fn listen() -> (TcpListener, String) {
 }
 
 /// A connected (client, server) pair made with `duplex::connect` and `duplex::accept`.
-pub async fn pair() -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+pub async fn pair() -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     let (listener, url) = listen().await;
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();
@@ -38,7 +38,7 @@ pub async fn pair() -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
 }
 
 /// A connected (client, server) pair where both ends use `config`.
-pub async fn pair_with(config: Config) -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+pub async fn pair_with(config: Config) -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     let (listener, url) = listen().await;
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();

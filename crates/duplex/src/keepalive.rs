@@ -1,0 +1,312 @@
+//! Timers of an open connection, driven from the read and write paths: keepalive pings with
+//! round-trip-time measurement ([`Keepalive`]), and the cut-off for a peer that stops reading
+//! ([`WriteStall`]). Neither spawns a task: they run while the application reads or writes,
+//! like the close timer.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::Config;
+
+/// What the keepalive wants done.
+#[derive(Debug)]
+pub(crate) enum Due {
+    /// Send a ping with this payload, then call [`PingStamp::mark`] once it is queued.
+    Ping(u64, Bytes),
+    /// The last ping went unanswered for this long: fail the connection.
+    TimedOut(Duration),
+}
+
+/// When the writing side queued the keepalive ping with a given id. Shared between the halves
+/// of a split connection: the reader decides to ping, the writer sends it when next used, and
+/// the pong deadline runs from then, so a reader is never failed for a ping its writer has not
+/// sent yet.
+#[derive(Debug, Default)]
+pub(crate) struct PingStamp(Mutex<Option<(u64, Instant)>>);
+
+impl PingStamp {
+    /// Records that ping `id` was queued now.
+    pub(crate) fn mark(&self, id: u64) {
+        // A poisoned lock only means another thread panicked mid-assignment of a plain value.
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some((id, Instant::now()));
+    }
+
+    fn sent_at(&self, id: u64) -> Option<Instant> {
+        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match *slot {
+            Some((sent, at)) if sent == id => Some(at),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// No ping outstanding: one is due `interval` after the last byte received.
+    Idle,
+    /// Ping `id` asked for at `asked`; its pong is awaited.
+    Waiting { id: u64, asked: Instant },
+}
+
+/// Keepalive of one connection: pings after [`Config::ping_interval`] without receiving
+/// anything, fails it when the pong takes longer than [`Config::ping_timeout`], and measures
+/// the round-trip time on the way.
+#[derive(Debug)]
+pub(crate) struct Keepalive {
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    last_activity: Instant,
+    state: State,
+    next_id: u64,
+    rtt: Option<Duration>,
+    stamp: Arc<PingStamp>,
+}
+
+/// Keepalive pings carry this prefix and an 8-byte id, so that their pongs are told apart from
+/// the pongs of the application's own pings and from unsolicited ones.
+const PING_PREFIX: &[u8] = b"duplex-keepalive:";
+
+impl Keepalive {
+    pub(crate) fn new(config: &Config) -> Self {
+        Keepalive {
+            interval: config.ping_interval,
+            timeout: config.ping_timeout,
+            timer: None,
+            last_activity: Instant::now(),
+            state: State::Idle,
+            next_id: 0,
+            rtt: None,
+            stamp: Arc::default(),
+        }
+    }
+
+    /// The stamp the sending side marks when it queues a keepalive ping.
+    pub(crate) fn stamp(&self) -> Arc<PingStamp> {
+        self.stamp.clone()
+    }
+
+    /// Records that ping `id` was queued now (by the connection itself, not split).
+    pub(crate) fn mark_sent(&self, id: u64) {
+        self.stamp.mark(id);
+    }
+
+    /// The round-trip time measured by the last answered keepalive ping.
+    pub(crate) fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Bytes arrived: the connection is not idle.
+    pub(crate) fn activity(&mut self) {
+        if self.interval.is_some() {
+            self.last_activity = Instant::now();
+        }
+    }
+
+    /// A pong arrived; if it answers the outstanding keepalive ping, the wait is over.
+    pub(crate) fn pong(&mut self, payload: &[u8]) {
+        let State::Waiting { id, asked } = self.state else {
+            return;
+        };
+        if payload.strip_prefix(PING_PREFIX) != Some(&id.to_be_bytes()[..]) {
+            return;
+        }
+        let now = Instant::now();
+        let sent = self.stamp.sent_at(id).unwrap_or(asked);
+        self.rtt = Some(now.saturating_duration_since(sent));
+        self.state = State::Idle;
+        self.last_activity = now;
+    }
+
+    /// Polls the timer; `Pending` registers the waker for the next deadline.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        let Some(interval) = self.interval else {
+            return Poll::Pending;
+        };
+        loop {
+            let now = Instant::now();
+            // When the timer should fire, and what firing means.
+            let (deadline, fires) = match self.state {
+                State::Idle => {
+                    let due = self.last_activity + interval;
+                    (due, Fire::Ping)
+                }
+                State::Waiting { id, asked } => match (self.timeout, self.stamp.sent_at(id)) {
+                    // Measuring only: forget a ping that was never answered, ping again.
+                    (None, _) => (asked + interval, Fire::Forget),
+                    (Some(timeout), Some(sent)) => (sent + timeout, Fire::Fail(timeout)),
+                    // Not written yet (a split writer not in use): look again later.
+                    (Some(timeout), None) => (asked + timeout, Fire::Recheck),
+                },
+            };
+            if deadline > now {
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Fired: loop to look at the clock again.
+                continue;
+            }
+            match fires {
+                Fire::Ping => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.state = State::Waiting { id, asked: now };
+                    let mut payload = Vec::with_capacity(PING_PREFIX.len() + 8);
+                    payload.extend_from_slice(PING_PREFIX);
+                    payload.extend_from_slice(&id.to_be_bytes());
+                    return Poll::Ready(Due::Ping(id, payload.into()));
+                }
+                Fire::Fail(timeout) => return Poll::Ready(Due::TimedOut(timeout)),
+                Fire::Forget => {
+                    self.state = State::Idle;
+                    self.last_activity = now;
+                }
+                Fire::Recheck => {
+                    if let State::Waiting { id, .. } = self.state {
+                        self.state = State::Waiting { id, asked: now };
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Fire {
+    Ping,
+    Fail(Duration),
+    Forget,
+    Recheck,
+}
+
+/// Cuts off a peer that stops reading: armed when a write cannot proceed, restarted by any
+/// progress, fires after [`Config::write_timeout`] without a byte written.
+#[derive(Debug)]
+pub(crate) struct WriteStall {
+    timeout: Option<Duration>,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl WriteStall {
+    pub(crate) fn new(config: &Config) -> Self {
+        WriteStall {
+            timeout: config.write_timeout,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// A write attempt returned `Pending`; `progressed` says whether it wrote anything first.
+    /// Returns whether the peer has now failed to read for the whole timeout.
+    pub(crate) fn stalled(&mut self, progressed: bool, cx: &mut Context<'_>) -> bool {
+        let Some(timeout) = self.timeout else {
+            return false;
+        };
+        if !self.armed || progressed {
+            let deadline = Instant::now() + timeout;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx).is_ready(),
+            None => false,
+        }
+    }
+
+    /// Everything asked for was written.
+    pub(crate) fn clear(&mut self) {
+        self.armed = false;
+    }
+}
+
+/// A transport seen through a window that records whether bytes went through: reads feed the
+/// keepalive's idle detection, writes the stall detection.
+pub(crate) struct Tracked<'a, S> {
+    io: &'a mut S,
+    pub(crate) read: bool,
+    pub(crate) wrote: bool,
+}
+
+impl<'a, S> Tracked<'a, S> {
+    pub(crate) fn new(io: &'a mut S) -> Self {
+        Tracked {
+            io,
+            read: false,
+            wrote: false,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut *this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.read = true;
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut *this.io).poll_write(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote = true;
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut *this.io).poll_write_vectored(cx, bufs);
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote = true;
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+    }
+}
