@@ -468,11 +468,27 @@ async fn connecting_to_a_closed_port_is_an_io_error() {
     .await
 }
 
+/// Without the `tls` feature, `wss://` is refused up front with a message naming the feature.
+/// (The tests enable every feature through a dev-dependency; this one is for builds that
+/// remove it.)
+#[cfg(not(feature = "tls"))]
 #[tokio::test]
 async fn wss_is_refused_without_tls() {
     bounded(async {
         let err = duplex::connect("wss://127.0.0.1:1/").await.unwrap_err();
         assert!(matches!(err, Error::Url(_)), "{err:?}");
+        assert!(err.to_string().contains("`tls` feature"), "{err}");
+    })
+    .await
+}
+
+/// With TLS, `wss://` goes as far as the network allows: here, a closed port.
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn wss_to_a_closed_port_is_an_io_error() {
+    bounded(async {
+        let err = duplex::connect("wss://127.0.0.1:1/").await.unwrap_err();
+        assert!(matches!(err, Error::Io(_)), "{err:?}");
     })
     .await
 }

@@ -2,6 +2,8 @@
 //! and a hand-written client for talking raw HTTP and raw frames to a duplex server.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::future::Future;
 use std::time::Duration;
 
