@@ -1,0 +1,245 @@
+//! A client that sends 100 MiB without reading what the server sends back cannot make the
+//! server's memory grow, and another client is served promptly meanwhile.
+//!
+//! Memory is measured exactly, with a counting global allocator in this test binary: the peak
+//! of live heap bytes above what was live before the flood starts. The flooding client is
+//! written by hand and reuses one pre-encoded frame, so what grows is the server's.
+//!
+//! Two floods of 100 MiB each, in 64 KiB binary messages:
+//! - answered with a small acknowledgement per message, which the client never reads: the
+//!   acknowledgements fit in the socket buffers, the server keeps reading, all 100 MiB go
+//!   through and the server holds about one message at a time;
+//! - echoed, which the client never reads: the server's writes stop, `send` waits at
+//!   `write_buffer_size` (back-pressure, so the server stops reading too and the kernel stops
+//!   the client), and after `write_timeout` without a byte written the server drops the
+//!   connection.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use duplex::{Config, Error, Message};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; the counters only observe.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = System.realloc(ptr, layout, new_size);
+        if !p.is_null() {
+            if new_size > layout.size() {
+                let grow = new_size - layout.size();
+                let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
+                PEAK.fetch_max(live, Ordering::Relaxed);
+            } else {
+                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const MIB: usize = 1024 * 1024;
+const OFFERED: usize = 100 * MIB;
+const MESSAGE: usize = 64 * 1024;
+/// The stated bound: the server may hold at most this much more heap than before a flood,
+/// whatever the flood's size (its limits are 128 KiB of write buffer, one 64 KiB message in
+/// assembly, and a read buffer of at most 1 MiB).
+const BOUND: usize = 4 * MIB;
+
+/// One masked 64 KiB binary frame, as a client sends it (mask key 0: the payload is
+/// unchanged, which is valid; what matters is the mask bit).
+fn frame() -> Vec<u8> {
+    let mut f = vec![0x82, 0x80 | 127];
+    f.extend_from_slice(&(MESSAGE as u64).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.resize(f.len() + MESSAGE, b'x');
+    f
+}
+
+/// Connects, upgrades by hand, then writes `OFFERED` bytes of frames without ever reading.
+/// Returns how many bytes went out and how it ended.
+async fn flood(addr: std::net::SocketAddr, frame: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut sent = 0;
+    while sent < OFFERED {
+        if let Err(e) = tcp.write_all(frame).await {
+            return (sent, Err(e));
+        }
+        sent += frame.len();
+    }
+    (sent, Ok(()))
+}
+
+/// Round trips of a small message by a library client while the flood runs; returns the
+/// slowest.
+async fn probe(
+    addr: std::net::SocketAddr,
+    until: impl std::future::Future<Output = ()>,
+) -> Duration {
+    let (mut ws, _) = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
+    let mut slowest = Duration::ZERO;
+    let probing = async {
+        loop {
+            let started = Instant::now();
+            ws.send(Message::text("ping?")).await.unwrap();
+            let reply = ws.recv().await.unwrap().unwrap();
+            assert!(reply.is_text());
+            slowest = slowest.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = probing => unreachable!(),
+        () = until => {}
+    }
+    slowest
+}
+
+/// A server that answers each data message with `answer(msg)`, reporting how each
+/// connection ended.
+async fn server(
+    config: Config,
+    answer: fn(Message) -> Message,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<Error>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ended_tx, ended) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ended_tx = ended_tx.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(())).await?;
+                    while let Some(msg) = ws.recv().await {
+                        let msg = msg?;
+                        if msg.is_text() || msg.is_binary() {
+                            ws.send(answer(msg)).await?;
+                        }
+                    }
+                    Ok::<_, Error>(())
+                }
+                .await;
+                let _ = ended_tx.send(result.err());
+            });
+        }
+    });
+    (addr, ended)
+}
+
+fn ack(msg: Message) -> Message {
+    if msg.is_binary() {
+        Message::text("ok")
+    } else {
+        msg
+    }
+}
+
+fn echo(msg: Message) -> Message {
+    msg
+}
+
+fn reset_peak() -> usize {
+    let live = LIVE.load(Ordering::Relaxed);
+    PEAK.store(live, Ordering::Relaxed);
+    live
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_mib_from_a_client_that_never_reads_stays_bounded() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let frame = frame();
+        let config = Config::default().write_timeout(Some(Duration::from_secs(1)));
+
+        // 1. Small answers, never read: everything goes through.
+        let (addr, mut ended) = server(config, ack).await;
+        let baseline = reset_peak();
+        let started = Instant::now();
+        let flooding = flood(addr, &frame);
+        let mut done = None;
+        let slowest = probe(addr, async {
+            done = Some(flooding.await);
+        })
+        .await;
+        let (sent, result) = done.unwrap();
+        let growth = PEAK.load(Ordering::Relaxed) - baseline;
+        eprintln!(
+            "acknowledged flood: {} MiB sent in {:?}, server heap peak +{} KiB, slowest probe {:?}",
+            sent / MIB,
+            started.elapsed(),
+            growth / 1024,
+            slowest
+        );
+        result.unwrap();
+        assert!(sent >= OFFERED);
+        assert!(growth < BOUND, "heap grew by {growth} bytes");
+        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        // Both connections (flood and probe) end before the next measurement, so that memory
+        // they free does not hide memory the next flood takes.
+        for _ in 0..2 {
+            ended.recv().await.unwrap();
+        }
+
+        // 2. Echoes, never read: back-pressure, then the connection is dropped.
+        let (addr, mut ended) = server(config, echo).await;
+        let baseline = reset_peak();
+        let started = Instant::now();
+        let flooding = flood(addr, &frame);
+        let mut done = None;
+        let slowest = probe(addr, async {
+            done = Some(flooding.await);
+        })
+        .await;
+        let (sent, result) = done.unwrap();
+        let growth = PEAK.load(Ordering::Relaxed) - baseline;
+        eprintln!(
+            "echoed flood: {} MiB accepted before the server dropped the connection after {:?}, \
+             server heap peak +{} KiB, slowest probe {:?}",
+            sent / MIB,
+            started.elapsed(),
+            growth / 1024,
+            slowest
+        );
+        // The kernel's socket buffers take some MiB; the server takes no more than its limits.
+        assert!(result.is_err(), "the flood was never stopped");
+        assert!(sent < OFFERED / 2, "{sent} bytes went in");
+        assert!(growth < BOUND, "heap grew by {growth} bytes");
+        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        let first = ended.recv().await.unwrap();
+        assert!(
+            matches!(first, Some(Error::WriteBufferFull(_))),
+            "the flooding connection ended with {first:?}"
+        );
+    })
+    .await
+    .expect("did not finish in time");
+}
