@@ -211,6 +211,17 @@ async fn other_protocol_violations_are_1002() {
                 b[0] |= 0x40;
                 b
             }),
+            ("RSV2", {
+                let mut b = masked_frame(TEXT, true, b"x");
+                b[0] |= 0x20;
+                b
+            }),
+            ("RSV3 on a control frame", {
+                let mut b = masked_frame(PING, true, b"x");
+                b[0] |= 0x10;
+                b
+            }),
+            ("reserved control opcode", masked_frame(0xB, true, b"x")),
             (
                 "close code 1005 on the wire",
                 masked_frame(CLOSE, true, &1005u16.to_be_bytes()),
