@@ -154,6 +154,13 @@ fn compress_with(c: &mut Compress, data: &[u8]) -> Result<Vec<u8>, Error> {
     if out.ends_with(&TAIL) {
         out.truncate(out.len() - TAIL.len());
     }
+    if out.is_empty() {
+        // zlib emits nothing for a sync flush right after another one (an empty message after
+        // any message, with context takeover). An empty payload is not valid (the receiver
+        // would read the appended tail as a block header): send the single 0x00 of an empty
+        // stored block instead, as RFC 7692 section 7.2.3.6 shows.
+        out.push(0x00);
+    }
     Ok(out)
 }
 
@@ -375,6 +382,21 @@ mod tests {
             ),
             msgs.map(<[u8]>::to_vec)
         );
+    }
+
+    #[test]
+    fn empty_messages_after_others_roundtrip() {
+        // Found by the `extensions` fuzz target: with context takeover, the second empty
+        // message compressed to no bytes at all, which no receiver can inflate.
+        let msgs: [&[u8]; 4] = [b"", b"", b"Hello", b""];
+        assert_eq!(
+            roundtrip(DeflateConfig::default(), &msgs),
+            msgs.map(<[u8]>::to_vec)
+        );
+        let params = params_for_test(DeflateConfig::default());
+        let mut d = Deflater::new(&params);
+        d.compress(b"Hello").unwrap();
+        assert_eq!(d.compress(b"").unwrap(), [0x00]);
     }
 
     #[test]

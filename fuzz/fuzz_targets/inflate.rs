@@ -1,0 +1,7 @@
+//! `cargo fuzz run inflate`: see `duplex_fuzz::inflate` for the input format and the invariants.
+#![no_main]
+
+#[global_allocator]
+static ALLOC: duplex_fuzz::CountingAlloc = duplex_fuzz::CountingAlloc;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| duplex_fuzz::inflate(data));
