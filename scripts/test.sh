@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --workspace --quiet
 
+step "fuzz every target for 60 s (scripts/fuzz.sh; docs/FUZZING.md)"
+bash scripts/fuzz.sh 60
+
 step "Autobahn|TestSuite, server and client roles"
 bash scripts/autobahn.sh all
 
