@@ -18,6 +18,9 @@ cargo test --workspace --quiet
 step "fuzz every target for 60 s (scripts/fuzz.sh; docs/FUZZING.md)"
 bash scripts/fuzz.sh 60
 
+step "end to end: the chat page in Chromium, the seeds' clients (tests/browser/run.sh)"
+bash tests/browser/run.sh
+
 step "Autobahn|TestSuite, server and client roles"
 bash scripts/autobahn.sh all
 

@@ -1,0 +1,212 @@
+//! Chat rooms in both modes, history, resume and restart, over loopback.
+
+mod common;
+
+use common::*;
+use duplex::Message;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_clients_relay_each_text_to_every_other_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let mut a = plain(&hub, "/").await;
+    let mut b = plain(&hub, "/").await;
+    let mut elsewhere = plain(&hub, "/rooms/other").await;
+    // Joins are asynchronous: a round trip through the broker makes sure both are in.
+    a.send(Message::text("alice: hello")).await.unwrap();
+    assert_eq!(recv_text(&mut b).await, "alice: hello");
+    b.send(Message::text("bob: hi alice")).await.unwrap();
+    assert_eq!(recv_text(&mut a).await, "bob: hi alice");
+    // Nobody gets their own message back, and other rooms hear nothing.
+    assert_silent(&mut a).await;
+    assert_silent(&mut elsewhere).await;
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_clients_exchange_messages_with_sequence_numbers_and_presence() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut alice, history) = joined(&hub, "/rooms/lobby", "alice", None).await;
+    assert!(history.is_empty());
+    let (mut bob, _) = joined(&hub, "/rooms/lobby", "bob", None).await;
+    let presence = recv_json(&mut alice).await;
+    assert_eq!(
+        presence,
+        json!({"type": "presence", "room": "lobby", "event": "joined", "name": "bob", "members": ["alice", "bob"]})
+    );
+
+    say(&mut alice, "hi bob").await;
+    for ws in [&mut alice, &mut bob] {
+        let m = recv_kind(ws, "message").await;
+        assert_eq!(
+            (m["room"].as_str(), m["seq"].as_u64()),
+            (Some("lobby"), Some(1))
+        );
+        assert_eq!(
+            (m["from"].as_str(), m["text"].as_str()),
+            (Some("alice"), Some("hi bob"))
+        );
+        assert!(m["time"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+    send_json(
+        &mut bob,
+        json!({"type": "send", "room": "lobby", "text": "hello alice"}),
+    )
+    .await;
+    for ws in [&mut alice, &mut bob] {
+        let m = recv_kind(ws, "message").await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["from"].as_str()),
+            (Some(2), Some("bob"))
+        );
+    }
+
+    bob.close(None).await.unwrap();
+    let left = recv_json(&mut alice).await;
+    assert_eq!(
+        left,
+        json!({"type": "presence", "room": "lobby", "event": "left", "name": "bob", "members": ["alice"]})
+    );
+
+    send_json(&mut alice, json!({"type": "rooms"})).await;
+    let rooms = recv_kind(&mut alice, "rooms").await;
+    assert_eq!(
+        rooms["rooms"],
+        json!([{"name": "lobby", "members": 1, "last_seq": 2}])
+    );
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_and_json_clients_in_one_room_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut json_ws, _) = joined(&hub, "/", "alice", None).await;
+    let mut plain_ws = plain(&hub, "/?name=bob").await;
+    let presence = recv_json(&mut json_ws).await;
+    assert_eq!(
+        (presence["event"].as_str(), presence["name"].as_str()),
+        (Some("joined"), Some("bob"))
+    );
+
+    plain_ws
+        .send(Message::text("bob: hello from the terminal"))
+        .await
+        .unwrap();
+    let m = recv_kind(&mut json_ws, "message").await;
+    assert_eq!(m["room"], "general");
+    assert_eq!(m["from"], "bob");
+    assert_eq!(m["text"], "bob: hello from the terminal");
+
+    say(&mut json_ws, "hello from the browser").await;
+    assert_eq!(
+        recv_text(&mut plain_ws).await,
+        "alice: hello from the browser"
+    );
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reconnects_with_its_last_seq_gets_exactly_what_it_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut alice, _) = joined(&hub, "/", "alice", None).await;
+    let (mut bob, _) = joined(&hub, "/", "bob", None).await;
+    let (mut carol, _) = joined(&hub, "/", "carol", None).await;
+    say(&mut alice, "before").await;
+    let last_seen = recv_kind(&mut carol, "message").await["seq"]
+        .as_u64()
+        .unwrap();
+    drop(carol); // dropped without a close frame, like a lost network
+
+    for i in 0..5 {
+        say(&mut alice, &format!("missed {i}")).await;
+        say(&mut bob, &format!("also missed {i}")).await;
+    }
+    // The others keep talking normally.
+    let mut seen_by_bob = Vec::new();
+    while seen_by_bob.len() < 11 {
+        seen_by_bob.push(recv_kind(&mut bob, "message").await);
+    }
+
+    let (_carol, history) = joined(&hub, "/", "carol", Some(last_seen)).await;
+    let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (last_seen + 1..=last_seen + 10).collect::<Vec<_>>());
+    // Exactly what bob saw after `last_seen`, in the same order (live messages carry a
+    // "type" field, history entries do not).
+    let live: Vec<_> = seen_by_bob[1..]
+        .iter()
+        .cloned()
+        .map(|mut m| {
+            m.as_object_mut().unwrap().remove("type");
+            m
+        })
+        .collect();
+    assert_eq!(history, live);
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_survives_a_restart_and_numbering_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut alice, _) = joined(&hub, "/rooms/keep", "alice", None).await;
+    for text in ["one", "two", "three"] {
+        say(&mut alice, text).await;
+        recv_kind(&mut alice, "message").await;
+    }
+    hub.stop().await.unwrap();
+    // The shutdown closed alice with 1001.
+    assert_eq!(close_code(&mut alice).await, duplex::CloseCode::GOING_AWAY);
+
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut bob, history) = joined(&hub, "/rooms/keep", "bob", None).await;
+    let texts: Vec<&str> = history
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    say(&mut bob, "four").await;
+    assert_eq!(recv_kind(&mut bob, "message").await["seq"], 4);
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_is_trimmed_to_the_retention_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path()).history_limit(3)).await;
+    let (mut alice, _) = joined(&hub, "/", "alice", None).await;
+    for i in 1..=5 {
+        say(&mut alice, &format!("m{i}")).await;
+        recv_kind(&mut alice, "message").await;
+    }
+    let (_bob, history) = joined(&hub, "/", "bob", Some(0)).await;
+    let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_reported_and_the_connection_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let mut ws = json_client(&hub, "/").await;
+    say(&mut ws, "too early").await;
+    assert_eq!(recv_json(&mut ws).await["code"], "not_joined");
+    ws.send(Message::text("{not json")).await.unwrap();
+    assert_eq!(recv_json(&mut ws).await["code"], "bad_request");
+    send_json(&mut ws, json!({"type": "join"})).await;
+    assert_eq!(recv_json(&mut ws).await["code"], "bad_name");
+    send_json(
+        &mut ws,
+        json!({"type": "join", "name": "x", "room": "no/slash"}),
+    )
+    .await;
+    assert_eq!(recv_json(&mut ws).await["code"], "bad_room");
+    send_json(&mut ws, json!({"type": "join", "name": "x"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "history");
+    assert_eq!(recv_json(&mut ws).await["type"], "presence");
+    hub.stop().await.unwrap();
+}

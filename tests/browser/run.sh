@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# run.sh - end-to-end tests of `duplex serve` with real clients:
+#   chat.test.mjs   the chat page in Debian's Chromium (playwright-core, never a downloaded
+#                   browser): two users chat both ways, one reloads and sees the history
+#   seeds.test.mjs  the seeds' Node readline client (npm ws) and browser snippet, unchanged,
+#                   against ws://localhost:8080 (the address they have built in)
+#
+# Builds the release binary if needed, installs the pinned npm packages if missing, starts one
+# server on a free loopback port and one on localhost:8080 (each with a temporary --data
+# directory), runs the tests, stops the servers with SIGTERM and checks they exit 0.
+# DUPLEX_SCREENSHOT=PATH saves a screenshot of the page (docs/chat.png comes from here).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+log() { echo "tests/browser/run.sh: $*" >&2; }
+
+if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+  log "Chromium not found at ${CHROMIUM:-/usr/bin/chromium} (apt-get install chromium)"
+  exit 1
+fi
+if [[ ! -d "$here/node_modules/playwright-core" || ! -d "$here/node_modules/ws" ]]; then
+  (cd "$here" && npm ci --no-audit --no-fund)
+fi
+(cd "$root" && cargo build --release --quiet -p duplex-cli --bin duplex)
+bin="${CARGO_TARGET_DIR:-$root/target}/release/duplex"
+
+tmp="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# start NAME ARGS...: runs `duplex serve ARGS` (a child of this shell, so that `stop` can wait
+# for it) and sets $url to the http:// URL of its first line.
+start() {
+  local name="$1"; shift
+  "$bin" serve --data "$tmp/$name-data" "$@" > "$tmp/$name.out" 2> "$tmp/$name.log" &
+  pids+=($!)
+  echo $! > "$tmp/$name.pid"
+  for _ in $(seq 100); do
+    if [[ -s "$tmp/$name.out" ]]; then
+      url="$(grep -o 'http://[^ ]*' "$tmp/$name.out" | head -1 | sed 's,/$,,')"
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "the $name server did not start:"; cat "$tmp/$name.log" >&2
+  return 1
+}
+
+# stop NAME: SIGTERM, then the graceful shutdown must end with exit status 0.
+stop() {
+  local pid status=0
+  pid="$(cat "$tmp/$1.pid")"
+  kill -TERM "$pid"
+  wait "$pid" || status=$?
+  if [[ $status -ne 0 ]]; then
+    log "the $1 server exited with $status after SIGTERM:"; cat "$tmp/$1.log" >&2
+    return 1
+  fi
+}
+
+if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
+  log "port 8080 is in use; the seeds' clients need ws://localhost:8080"
+  exit 1
+fi
+start chat --host 127.0.0.1 --port 0
+chat_url="$url"
+start seeds --host localhost --port 8080
+seeds_url="$url"
+log "chat page test against $chat_url, seeds' clients against $seeds_url"
+
+status=0
+(cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" \
+  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs) || status=$?
+stop chat || status=1
+stop seeds || status=1
+exit $status
