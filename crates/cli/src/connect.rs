@@ -19,6 +19,19 @@ pub struct ConnectArgs {
     subprotocols: Vec<String>,
     #[command(flatten)]
     deflate: crate::deflate_args::DeflateArgs,
+    /// Also trust the CA certificates in this PEM file (wss://; a private CA or a self-signed
+    /// server certificate).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
+    /// Accept any server certificate (wss://). For development only: anyone on the path can
+    /// impersonate the server.
+    #[arg(long)]
+    insecure: bool,
+    /// Connect through this proxy: http://[user:pass@]host:port (CONNECT), socks5:// or
+    /// socks5h://. Without it, HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY apply; "none"
+    /// ignores them.
+    #[arg(long, value_name = "URL")]
+    proxy: Option<String>,
 }
 
 pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
@@ -27,6 +40,17 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     for p in &args.subprotocols {
         builder = builder.protocol(p.clone());
     }
+    if let Some(ca) = &args.ca {
+        builder = builder.ca_file(ca);
+    }
+    if args.insecure {
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    builder = match args.proxy.as_deref() {
+        Some("none") => builder.no_proxy(),
+        Some(url) => builder.proxy(url),
+        None => builder,
+    };
     let (mut ws, _) = builder
         .connect()
         .await

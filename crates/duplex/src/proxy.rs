@@ -101,7 +101,15 @@ pub enum ProxyError {
     Resolve(String),
     /// The connection to the proxy failed.
     #[error("proxy connection failed: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
+}
+
+// By hand rather than `#[from]`, which would also make the error its `source`: the message
+// already says it, and error reporters that print the chain would say it twice.
+impl From<io::Error> for ProxyError {
+    fn from(e: io::Error) -> Self {
+        ProxyError::Io(e)
+    }
 }
 
 impl ProxyError {

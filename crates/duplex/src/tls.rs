@@ -64,12 +64,12 @@ const ALPN_HTTP11: &[u8] = b"http/1.1";
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate or key file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file that should hold PEM data is malformed.
     #[error("{}: invalid PEM: {reason}", path.display())]
@@ -94,7 +94,7 @@ pub enum TlsError {
     /// rustls refused the configuration (a key that does not match the certificate, a
     /// certificate it cannot parse).
     #[error("invalid TLS configuration: {0}")]
-    Config(#[source] rustls::Error),
+    Config(rustls::Error),
     /// The platform's certificate store gave no usable root certificate.
     #[error("no root certificates could be loaded from the platform: {0}")]
     NativeRoots(String),
@@ -111,17 +111,16 @@ pub enum TlsError {
         /// The host connected to.
         host: String,
         /// What rustls found wrong.
-        #[source]
         reason: rustls::Error,
     },
     /// The TLS handshake failed for another reason (no common protocol version or cipher, the
     /// peer closed the connection, a timeout).
-    #[error("TLS handshake with {host} failed: {source}")]
+    #[error("TLS handshake with {host} failed: {error}")]
     Handshake {
         /// The peer.
         host: String,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -162,9 +161,9 @@ pub fn load_private_key(path: impl AsRef<Path>) -> Result<PrivateKeyDer<'static>
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -235,9 +234,9 @@ where
     match tokio::time::timeout(timeout, acceptor.accept(io)).await {
         Err(_) => Err(Error::Timeout("TLS handshake")),
         Ok(Ok(tls)) => Ok(tls),
-        Ok(Err(source)) => Err(TlsError::Handshake {
+        Ok(Err(error)) => Err(TlsError::Handshake {
             host: "client".into(),
-            source,
+            error,
         }
         .into()),
     }
@@ -387,7 +386,7 @@ fn handshake_error(host: &str, source: io::Error) -> TlsError {
         },
         _ => TlsError::Handshake {
             host: host.to_owned(),
-            source,
+            error: source,
         },
     }
 }
