@@ -4,11 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod connect;
 mod deflate_args;
 mod serve;
 
-/// WebSocket toolkit: serve, connect.
+/// WebSocket toolkit: serve, connect, bench.
 #[derive(Debug, Parser)]
 #[command(name = "duplex", version, about)]
 struct Cli {
@@ -22,6 +23,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
     Connect(connect::ConnectArgs),
+    /// Load-test a WebSocket server: messages/s, MB/s, latency percentiles, server CPU.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
