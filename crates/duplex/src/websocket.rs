@@ -573,13 +573,21 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.get_mut().poll_write_until(0, cx)
+        let this = self.get_mut();
+        if this.broken {
+            return Poll::Ready(Err(Error::Closed));
+        }
+        this.poll_write_until(0, cx)
     }
 
     /// Sends a normal close frame (1000) if none was sent and flushes it. The peer's answer
     /// is then read from the stream side.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = self.get_mut();
+        if this.broken {
+            // Dropped for a peer that does not read: there is no room for a close frame.
+            return Poll::Ready(Err(Error::Closed));
+        }
         if !this.tx.is_close_sent() {
             this.tx
                 .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
