@@ -913,8 +913,11 @@ pub fn inflate(data: &[u8]) {
     }
 }
 
+/// A target's check.
+pub type Check = fn(&[u8]);
+
 /// The targets by name, for tools that replay a corpus.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("frame", frame),
     ("connection", connection),
     ("handshake_request", handshake_request),

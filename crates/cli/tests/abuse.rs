@@ -1,0 +1,830 @@
+//! Abuse tests: a real `duplex serve` on a loopback port, attacked over raw TCP on `/echo`.
+//!
+//! Each test asserts what the attacker sees (a close code, a closed connection, the replies it
+//! asked for) and that a well-behaved client (a `duplex::connect` echo round trip) is served
+//! within [`PROMPT`] while the attack goes on and after it. docs/SECURITY.md lists the same
+//! outcomes; keep the two in step.
+//!
+//! The tests run one at a time (they measure latency and the server's memory), each bounded
+//! in time and count, on 127.0.0.1 only.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use duplex::Message;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+
+/// How long a well-behaved client may wait for its echo, connection included, while the
+/// server is under attack (typically a few milliseconds; generous for a loaded CI machine).
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// The server's handshake timeout (`duplex::Config::handshake_timeout`, 10 s by default).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The RFC 6455 section 1.3 handshake, on `/echo`.
+const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\n\
+    Host: 127.0.0.1\r\n\
+    Upgrade: websocket\r\n\
+    Connection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// One attack at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs an attack on a fresh runtime, bounded to `limit`.
+fn attack(limit: Duration, test: impl std::future::Future<Output = ()>) {
+    let _one_at_a_time = serial();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            tokio::time::timeout(limit, test)
+                .await
+                .unwrap_or_else(|_| panic!("the test took more than {limit:?}"))
+        });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server.
+
+/// A `duplex serve` on an ephemeral loopback port with its own history directory; killed and
+/// cleaned up when dropped.
+struct Server {
+    child: Child,
+    url: String,
+    addr: SocketAddr,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Server {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let data = std::env::temp_dir().join(format!(
+            "duplex-abuse-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut child = Command::new(BIN)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data"])
+            .arg(&data)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start duplex serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the banner");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("ws://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_string();
+        let addr = url
+            .trim_start_matches("ws://")
+            .trim_end_matches("/echo")
+            .parse()
+            .expect("address in the URL");
+        Server {
+            child,
+            url,
+            addr,
+            data,
+        }
+    }
+
+    /// The server's resident memory in bytes (VmRSS in /proc/PID/status).
+    fn rss(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        let kib: usize = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS");
+        kib * 1024
+    }
+
+    /// A well-behaved client: connects, sends a text message and waits for its echo, all within
+    /// [`PROMPT`]. Returns how long it took.
+    async fn probe(&self, what: &str) -> Duration {
+        let started = Instant::now();
+        let round_trip = async {
+            let (mut ws, _) = duplex::connect(&self.url).await.expect("connect");
+            ws.send(Message::text("probe")).await.expect("send");
+            loop {
+                match ws.recv().await {
+                    Some(Ok(Message::Text(t))) => {
+                        assert_eq!(t, "probe");
+                        break;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("{what}: the probe got {other:?} instead of its echo"),
+                }
+            }
+            // Close in the background: only the round trip counts.
+            tokio::spawn(async move {
+                let _ = ws.close(None).await;
+            });
+        };
+        if tokio::time::timeout(PROMPT, round_trip).await.is_err() {
+            panic!("{what}: a well-behaved client was not served within {PROMPT:?}");
+        }
+        started.elapsed()
+    }
+
+    /// Probes right away and then every `every`, concurrently with `until`, until it
+    /// completes; returns its output and how long each completed probe took.
+    async fn probe_while<T>(
+        &self,
+        what: &str,
+        every: Duration,
+        until: impl std::future::Future<Output = T>,
+    ) -> (T, Vec<Duration>) {
+        let mut times = Vec::new();
+        let out = {
+            let probes = async {
+                loop {
+                    times.push(self.probe(what).await);
+                    tokio::time::sleep(every).await;
+                }
+            };
+            tokio::select! {
+                out = until => out,
+                never = probes => never,
+            }
+        };
+        (out, times)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw client.
+
+/// A masked client frame.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    frame_with_len(opcode, fin, payload, payload.len() as u64)
+}
+
+/// A masked client frame whose header announces `len` bytes, whatever the payload.
+fn frame_with_len(opcode: u8, fin: bool, payload: &[u8], len: u64) -> Vec<u8> {
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![(u8::from(fin) << 7) | opcode];
+    match len {
+        0..=125 => out.push(0x80 | len as u8),
+        126..=0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&KEY);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    out
+}
+
+/// A frame the server sent.
+#[derive(Debug)]
+struct Frame {
+    fin: bool,
+    opcode: u8,
+    payload: Vec<u8>,
+}
+
+/// A hand-made WebSocket client on a raw TCP connection (or on its read half).
+struct Raw<S = TcpStream> {
+    tcp: S,
+    buf: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> Raw<S> {
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.tcp.read(&mut chunk).await.unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// The next frame from the server (which never masks).
+    async fn frame(&mut self) -> Frame {
+        loop {
+            if let Some(frame) = take_frame(&mut self.buf) {
+                return frame;
+            }
+            assert!(
+                self.fill().await > 0,
+                "connection closed before a whole frame"
+            );
+        }
+    }
+}
+
+impl Raw {
+    /// Connects and completes the opening handshake on `/echo`.
+    async fn open(addr: SocketAddr) -> Raw {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        tcp.write_all(REQUEST).await.expect("send the request");
+        let mut raw = Raw {
+            tcp,
+            buf: Vec::new(),
+        };
+        let head = loop {
+            if let Some(end) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8(raw.buf[..end].to_vec()).expect("ASCII head");
+                raw.buf.drain(..end + 4);
+                break head;
+            }
+            assert!(raw.fill().await > 0, "closed during the handshake");
+        };
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains(ACCEPT), "{head}");
+        raw
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.expect("send");
+    }
+
+    /// Asserts that the server fails the connection with `code`: a close frame carrying it,
+    /// with a UTF-8 reason, then the end of the TCP connection.
+    /// Pongs for pings sent before the violation may come first.
+    async fn expect_close(&mut self, what: &str, code: u16) {
+        let mut frame = self.frame().await;
+        while frame.opcode == PONG {
+            frame = self.frame().await;
+        }
+        assert_eq!(
+            frame.opcode, CLOSE,
+            "{what}: expected a close frame, got {frame:?}"
+        );
+        assert!(frame.fin);
+        assert!(
+            frame.payload.len() >= 2,
+            "{what}: a close frame without a code"
+        );
+        let got = u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
+        assert_eq!(got, code, "{what}: close code {got} instead of {code}");
+        std::str::from_utf8(&frame.payload[2..]).expect("the reason is UTF-8");
+        self.expect_eof(what).await;
+    }
+
+    /// Asserts that the server closes the TCP connection (within its close timeout) and sends
+    /// nothing more.
+    async fn expect_eof(&mut self, what: &str) {
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(6), self.tcp.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "{what}: the server kept the connection open");
+        assert!(
+            rest.is_empty(),
+            "{what}: bytes after the close frame: {rest:?}"
+        );
+    }
+}
+
+/// The abuses that fail a connection with a close code, each on a fresh connection, with a
+/// probe after each.
+async fn expect_failures(server: &Server, cases: &[(&str, Vec<u8>, u16)]) {
+    for (what, bytes, code) in cases {
+        let mut raw = Raw::open(server.addr).await;
+        raw.send(bytes).await;
+        raw.expect_close(what, *code).await;
+        server.probe(what).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The attacks.
+
+#[test]
+fn slowloris_handshakes_are_cut_off_at_the_handshake_timeout() {
+    const SLOW: usize = 200;
+    attack(Duration::from_secs(40), async {
+        let server = Server::start(&[]);
+        server.probe("before").await;
+        // Each connection sends most of a request, then one more header byte every 500 ms:
+        // the head never completes (2 bytes/s stay far below the 8 KiB head limit).
+        let mut slow = JoinSet::new();
+        let start = Instant::now();
+        for _ in 0..SLOW {
+            let tcp = TcpStream::connect(server.addr).await.expect("connect");
+            slow.spawn(async move {
+                let connected = Instant::now();
+                let (mut rd, wr) = tcp.into_split();
+                let trickle = tokio::spawn(trickle(wr));
+                // What the attacker gets back, until the server closes.
+                let mut got = Vec::new();
+                let _ = rd.read_to_end(&mut got).await;
+                trickle.abort();
+                (connected.elapsed(), got)
+            });
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "connecting took long"
+        );
+
+        let (closed, probes) = server
+            .probe_while(
+                "200 slowloris connections open",
+                Duration::from_millis(500),
+                async {
+                    let mut closed = Vec::new();
+                    while let Some(done) = slow.join_next().await {
+                        closed.push(done.expect("slow task"));
+                    }
+                    closed
+                },
+            )
+            .await;
+        assert_eq!(closed.len(), SLOW);
+        assert!(probes.len() >= 10, "only {} probes", probes.len());
+        for (after, got) in &closed {
+            // Closed at the handshake timeout, without an HTTP response.
+            assert!(
+                *after >= HANDSHAKE_TIMEOUT - Duration::from_millis(500)
+                    && *after <= HANDSHAKE_TIMEOUT + Duration::from_secs(3),
+                "a slowloris connection was closed after {after:?}"
+            );
+            assert!(
+                got.is_empty(),
+                "the attacker got {:?}",
+                String::from_utf8_lossy(got)
+            );
+        }
+        server.probe("after").await;
+        eprintln!(
+            "slowloris: {SLOW} connections closed after {:?}..{:?}; {} probes, slowest {:?}",
+            closed.iter().map(|c| c.0).min().unwrap(),
+            closed.iter().map(|c| c.0).max().unwrap(),
+            probes.len(),
+            probes.iter().max().unwrap()
+        );
+    });
+}
+
+/// Sends most of a request, then one more header byte every 500 ms, until the server closes.
+async fn trickle(mut wr: OwnedWriteHalf) -> std::io::Result<()> {
+    wr.write_all(&REQUEST[..60]).await?;
+    wr.write_all(b"X-Slow: ").await?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        wr.write_all(b"a").await?;
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the new soft limit.
+fn raise_nofile_limit() -> usize {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    }
+}
+
+/// Server memory per idle WebSocket connection must stay under this (measured: see
+/// docs/SECURITY.md).
+const IDLE_BYTES_PER_CONNECTION: usize = 24 * 1024;
+
+#[test]
+fn ten_thousand_idle_connections_stay_cheap() {
+    // The server child inherits the raised limit; both it and this process need one file per
+    // connection, plus some to spare.
+    let limit = raise_nofile_limit();
+    let n = 10_000.min(limit.saturating_sub(500));
+    assert!(n >= 1000, "only {limit} open files allowed");
+    attack(Duration::from_secs(90), async move {
+        let max = (n + 500).to_string();
+        let server = Server::start(&["--max-connections", &max]);
+        server.probe("before").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = server.rss();
+
+        let started = Instant::now();
+        let mut opening = JoinSet::new();
+        let mut idle = Vec::with_capacity(n);
+        let addr = server.addr;
+        for i in 0..n {
+            opening.spawn(async move { Raw::open(addr).await });
+            // At most 64 handshakes in flight.
+            if i >= 64 {
+                idle.push(opening.join_next().await.unwrap().expect("open"));
+            }
+        }
+        while let Some(raw) = opening.join_next().await {
+            idle.push(raw.expect("open"));
+        }
+        let opened_in = started.elapsed();
+        assert_eq!(idle.len(), n);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = server.rss();
+        let per_connection = after.saturating_sub(before) / n;
+
+        let during = server.probe("with all idle connections open").await;
+        // The idle connections are all still served: a ping on every hundredth gets its pong.
+        for raw in idle.iter_mut().step_by(100) {
+            raw.send(&frame(PING, true, b"still there?")).await;
+            let pong = raw.frame().await;
+            assert_eq!(
+                (pong.opcode, &pong.payload[..]),
+                (PONG, &b"still there?"[..])
+            );
+        }
+        eprintln!(
+            "idle: {n} connections opened in {opened_in:?}; server RSS {} -> {} MiB, \
+             {per_connection} bytes per connection; probe {during:?}",
+            before >> 20,
+            after >> 20
+        );
+        assert!(
+            per_connection <= IDLE_BYTES_PER_CONNECTION,
+            "{per_connection} bytes per idle connection (bound {IDLE_BYTES_PER_CONNECTION})"
+        );
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        server.probe("after the idle connections left").await;
+    });
+}
+
+/// Server memory growth allowed while a peer does not read (bytes).
+const STALLED_READER_GROWTH: usize = 32 << 20;
+
+#[test]
+fn a_reader_that_never_reads_is_held_back_not_buffered() {
+    attack(Duration::from_secs(40), async {
+        let server = Server::start(&[]);
+        server.probe("before").await;
+        let before = server.rss();
+        let mut raw = Raw::open(server.addr).await;
+        // 64 KiB binary messages, up to 256 MiB, none of the echoes read: the server's
+        // writes back stall, so it stops reading, so ours stall.
+        let message = frame(BINARY, true, &vec![0x5a; 64 * 1024]);
+        let mut sent = 0usize;
+        let mut peak = before;
+        while sent < 256 << 20 {
+            match tokio::time::timeout(Duration::from_secs(2), raw.tcp.write_all(&message)).await {
+                Ok(Ok(())) => sent += message.len(),
+                Ok(Err(e)) => panic!("the server dropped the connection early: {e}"),
+                Err(_) => break,
+            }
+            if sent % (4 << 20) == 0 {
+                peak = peak.max(server.rss());
+            }
+        }
+        peak = peak.max(server.rss());
+        let during = server.probe("while a peer does not read").await;
+        peak = peak.max(server.rss());
+        eprintln!(
+            "stalled reader: sent {} MiB before the server stopped reading; server RSS \
+             {} -> {} MiB; probe {during:?}",
+            sent >> 20,
+            before >> 20,
+            peak >> 20
+        );
+        assert!(
+            sent < 128 << 20,
+            "the server took {sent} bytes without them being read"
+        );
+        assert!(
+            peak.saturating_sub(before) <= STALLED_READER_GROWTH,
+            "the server grew by {} bytes",
+            peak - before
+        );
+        // The connection is still open, held back by backpressure (write_timeout, 30 s by
+        // default, drops it later); reading drains the echoes in order.
+        let first = raw.frame().await;
+        assert_eq!((first.opcode, first.payload.len()), (BINARY, 64 * 1024));
+        drop(raw);
+        server.probe("after").await;
+    });
+}
+
+#[test]
+fn a_frame_header_claiming_2_pow_63_bytes_is_refused() {
+    attack(Duration::from_secs(30), async {
+        let server = Server::start(&[]);
+        let mut huge = frame_with_len(BINARY, true, &[], (1 << 63) - 1);
+        huge.extend_from_slice(b"only a few bytes follow");
+        let mut top_bit = frame_with_len(BINARY, true, &[], 0);
+        top_bit.truncate(1);
+        top_bit.extend_from_slice(&[0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+        expect_failures(
+            &server,
+            &[
+                // Larger than max_frame_size (16 MiB on /echo): 1009 before any payload.
+                ("length 2^63-1", huge, 1009),
+                (
+                    "length 16 MiB + 1",
+                    frame_with_len(BINARY, true, &[], (16 << 20) + 1),
+                    1009,
+                ),
+                // The most significant bit must be 0 (RFC 6455 section 5.2).
+                ("length with the top bit set", top_bit, 1002),
+            ],
+        )
+        .await;
+    });
+}
+
+#[test]
+fn oversized_and_fragmented_control_frames_are_1002() {
+    attack(Duration::from_secs(30), async {
+        let server = Server::start(&[]);
+        expect_failures(
+            &server,
+            &[
+                ("ping of 126 bytes", frame(PING, true, &[b'p'; 126]), 1002),
+                (
+                    "pong of 65535 bytes",
+                    frame_with_len(PONG, true, &[], 0xffff),
+                    1002,
+                ),
+                ("close of 126 bytes", frame(CLOSE, true, &[0x03; 126]), 1002),
+                ("fragmented ping", frame(PING, false, b"p"), 1002),
+                ("fragmented close", frame(CLOSE, false, &[0x03, 0xe8]), 1002),
+            ],
+        )
+        .await;
+    });
+}
+
+#[test]
+fn fragment_sequence_violations_are_1002() {
+    attack(Duration::from_secs(30), async {
+        let server = Server::start(&[]);
+        let mut data_inside = frame(TEXT, false, b"first half");
+        data_inside.extend(frame(BINARY, true, b"a new message"));
+        let mut text_inside = frame(BINARY, false, b"first half");
+        text_inside.extend(frame(PING, true, b"allowed"));
+        text_inside.extend(frame(TEXT, true, b"not allowed"));
+        expect_failures(
+            &server,
+            &[
+                (
+                    "a data frame inside a fragmented message",
+                    data_inside,
+                    1002,
+                ),
+                (
+                    "a text frame after a ping inside a fragmented message",
+                    text_inside,
+                    1002,
+                ),
+                (
+                    "a continuation with nothing to continue",
+                    frame(CONTINUATION, true, b"x"),
+                    1002,
+                ),
+                (
+                    "a final continuation with nothing to continue",
+                    frame(CONTINUATION, false, b""),
+                    1002,
+                ),
+            ],
+        )
+        .await;
+    });
+}
+
+#[test]
+fn invalid_close_frames_are_1002_or_1007() {
+    attack(Duration::from_secs(60), async {
+        let server = Server::start(&[]);
+        let mut cases: Vec<(&str, Vec<u8>, u16)> = Vec::new();
+        let codes: [(u16, &str); 9] = [
+            (0, "close code 0"),
+            (999, "close code 999"),
+            (1004, "close code 1004 (reserved)"),
+            (1005, "close code 1005 (no status, never sent)"),
+            (1006, "close code 1006 (abnormal, never sent)"),
+            (1015, "close code 1015 (TLS, never sent)"),
+            (1016, "close code 1016 (unassigned)"),
+            (2999, "close code 2999"),
+            (5000, "close code 5000"),
+        ];
+        for (code, what) in codes {
+            cases.push((what, frame(CLOSE, true, &code.to_be_bytes()), 1002));
+        }
+        cases.push((
+            "a one-byte close payload",
+            frame(CLOSE, true, &[0x03]),
+            1002,
+        ));
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(b"bye \xff\xfe");
+        cases.push((
+            "a reason that is not UTF-8",
+            frame(CLOSE, true, &bad_reason),
+            1007,
+        ));
+        let mut surrogate = 1000u16.to_be_bytes().to_vec();
+        surrogate.extend_from_slice(b"\xed\xa0\x80");
+        cases.push((
+            "a reason with a UTF-16 surrogate",
+            frame(CLOSE, true, &surrogate),
+            1007,
+        ));
+        expect_failures(&server, &cases).await;
+
+        // Valid closes are echoed with their code (3000-4999 included), then the TCP
+        // connection ends.
+        for code in [1000u16, 1001, 3000, 4999] {
+            let mut raw = Raw::open(server.addr).await;
+            raw.send(&frame(CLOSE, true, &code.to_be_bytes())).await;
+            raw.expect_close("a valid close", code).await;
+        }
+    });
+}
+
+#[test]
+fn a_ping_flood_gets_every_pong_in_order() {
+    const PINGS: usize = 10_000;
+    attack(Duration::from_secs(60), async {
+        let server = Server::start(&[]);
+        let Raw { tcp, buf } = Raw::open(server.addr).await;
+        let (rd, mut wr) = tcp.into_split();
+        // Written while the pongs are read, so neither side waits on the other.
+        let flood = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            for i in 0..PINGS {
+                bytes.extend(frame(PING, true, format!("ping {i}").as_bytes()));
+                if bytes.len() > 64 * 1024 || i == PINGS - 1 {
+                    wr.write_all(&bytes).await.expect("send pings");
+                    bytes.clear();
+                }
+            }
+            wr
+        });
+        let started = Instant::now();
+        let pongs = async move {
+            let mut reader = Raw { tcp: rd, buf };
+            for i in 0..PINGS {
+                let pong = reader.frame().await;
+                assert_eq!(pong.opcode, PONG, "frame {i}");
+                assert_eq!(pong.payload, format!("ping {i}").as_bytes(), "pong {i}");
+            }
+            reader
+        };
+        let (reader, probes) = server
+            .probe_while("during a ping flood", Duration::from_millis(50), pongs)
+            .await;
+        assert!(!probes.is_empty(), "no probe finished during the flood");
+        eprintln!(
+            "ping flood: {PINGS} pongs in order in {:?}; {} probes",
+            started.elapsed(),
+            probes.len()
+        );
+        let mut raw = Raw {
+            tcp: reader
+                .tcp
+                .reunite(flood.await.expect("flood"))
+                .expect("reunite"),
+            buf: reader.buf,
+        };
+        // The connection is still fine: a message is echoed.
+        raw.send(&frame(TEXT, true, b"after the flood")).await;
+        let echo = raw.frame().await;
+        assert_eq!(
+            (echo.opcode, &echo.payload[..]),
+            (TEXT, &b"after the flood"[..])
+        );
+        server.probe("after").await;
+    });
+}
+
+#[test]
+fn a_flood_of_small_messages_is_echoed_in_order() {
+    const MESSAGES: usize = 20_000;
+    attack(Duration::from_secs(60), async {
+        let server = Server::start(&[]);
+        let Raw { tcp, buf } = Raw::open(server.addr).await;
+        let (rd, mut wr) = tcp.into_split();
+        // Written while the echoes are read, so neither side waits on the other.
+        let flood = tokio::spawn(async move {
+            let mut bytes = Vec::new();
+            for i in 0..MESSAGES {
+                bytes.extend(frame(TEXT, true, format!("m{i}").as_bytes()));
+                if bytes.len() > 64 * 1024 || i == MESSAGES - 1 {
+                    wr.write_all(&bytes).await.expect("send messages");
+                    bytes.clear();
+                }
+            }
+            wr
+        });
+        let started = Instant::now();
+        let echoes = async move {
+            let mut reader = Raw { tcp: rd, buf };
+            for i in 0..MESSAGES {
+                let echo = reader.frame().await;
+                assert_eq!(echo.opcode, TEXT);
+                assert_eq!(
+                    echo.payload,
+                    format!("m{i}").as_bytes(),
+                    "echo {i} out of order"
+                );
+            }
+            reader
+        };
+        let (reader, probes) = server
+            .probe_while("during a message flood", Duration::from_millis(50), echoes)
+            .await;
+        assert!(!probes.is_empty(), "no probe finished during the flood");
+        eprintln!(
+            "message flood: {MESSAGES} echoes in order in {:?}; {} probes",
+            started.elapsed(),
+            probes.len()
+        );
+        let mut raw = Raw {
+            tcp: reader
+                .tcp
+                .reunite(flood.await.expect("flood"))
+                .expect("reunite"),
+            buf: reader.buf,
+        };
+        raw.send(&frame(CLOSE, true, &1000u16.to_be_bytes())).await;
+        raw.expect_close("closing after the flood", 1000).await;
+        server.probe("after").await;
+    });
+}
+
+/// Takes one whole server frame from the front of `buf`, if there is one.
+fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "a server frame is never masked");
+    let (len, at) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+        127 if buf.len() >= 10 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (usize::try_from(u64::from_be_bytes(b)).expect("length"), 10)
+        }
+        126 | 127 => return None,
+        n => (usize::from(n), 2),
+    };
+    if buf.len() - at < len {
+        return None;
+    }
+    let frame = Frame {
+        fin: buf[0] & 0x80 != 0,
+        opcode: buf[0] & 0x0f,
+        payload: buf[at..at + len].to_vec(),
+    };
+    buf.drain(..at + len);
+    Some(frame)
+}
