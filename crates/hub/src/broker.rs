@@ -40,7 +40,9 @@ pub(crate) type ConnId = u64;
 
 /// Commands waiting for the broker; senders wait when it is this far behind.
 const COMMAND_QUEUE: usize = 4096;
-/// Commands handled before a commit, at most: bounds the latency a batch adds.
+/// Commands handled before a commit, at most: bounds the latency a batch adds. A batch is also
+/// kept to a quarter of [`HubConfig::send_queue`], since it is delivered as one burst and a
+/// burst must not fill the queue of a recipient that keeps up.
 const MAX_BATCH: usize = 256;
 /// Messages per `history` frame, so that a long replay is several moderate frames.
 const HISTORY_CHUNK: usize = 100;
@@ -120,6 +122,7 @@ impl Broker {
             store,
             history_limit: config.history_limit,
             history_on_join: config.history_on_join,
+            batch: (config.send_queue / 4).clamp(1, MAX_BATCH),
             metrics,
             rooms: HashMap::new(),
             conns: HashMap::new(),
@@ -177,11 +180,15 @@ struct State {
     store: Store,
     history_limit: u64,
     history_on_join: u64,
+    /// Commands per commit.
+    batch: usize,
     metrics: Arc<Metrics>,
     rooms: HashMap<String, Room>,
     conns: HashMap<ConnId, Conn>,
     pending: Vec<Pending>,
-    /// Connections whose queue overflowed, to disconnect once the current step is done.
+    /// Connections whose queue overflowed, to disconnect once the current step is done. They
+    /// get nothing more: a message after a dropped one would leave a gap that resuming from the
+    /// last seen sequence number could not fill.
     to_kick: Vec<ConnId>,
 }
 
@@ -196,7 +203,7 @@ impl State {
                 }
                 self.handle(command);
                 handled += 1;
-                if handled < MAX_BATCH {
+                if handled < self.batch {
                     next = rx.try_recv().ok();
                 }
             }
@@ -465,9 +472,7 @@ impl State {
                 Mode::Plain if member == p.sender => continue,
                 Mode::Plain => &plain,
             };
-            if !offer_to(conn, frame.clone()) {
-                self.to_kick.push(member);
-            }
+            offer_to(member, conn, frame.clone(), &mut self.to_kick);
         }
         self.metrics.fanout(p.at.elapsed());
     }
@@ -493,8 +498,8 @@ impl State {
         );
         for &member in &r.members {
             if let Some(conn) = self.conns.get(&member) {
-                if conn.mode == Mode::Json && !offer_to(conn, frame.clone()) {
-                    self.to_kick.push(member);
+                if conn.mode == Mode::Json {
+                    offer_to(member, conn, frame.clone(), &mut self.to_kick);
                 }
             }
         }
@@ -555,9 +560,7 @@ impl State {
 
     fn offer(&mut self, id: ConnId, frame: PreparedMessage) {
         if let Some(conn) = self.conns.get(&id) {
-            if !offer_to(conn, frame) {
-                self.to_kick.push(id);
-            }
+            offer_to(id, conn, frame, &mut self.to_kick);
         }
     }
 
@@ -583,13 +586,16 @@ impl State {
     }
 }
 
-/// Puts a frame in a connection's queue; `false` if the queue is full. A closed queue means
-/// the connection is already going away (its `Disconnect` is on the way): not a failure.
-fn offer_to(conn: &Conn, frame: PreparedMessage) -> bool {
-    !matches!(
-        conn.queue.try_send(frame),
-        Err(mpsc::error::TrySendError::Full(_))
-    )
+/// Puts a frame in connection `id`'s queue. A full queue puts the connection on `to_kick`,
+/// and a connection on `to_kick` gets nothing more. A closed queue means the connection is
+/// already going away (its `Disconnect` is on the way): nothing to do.
+fn offer_to(id: ConnId, conn: &Conn, frame: PreparedMessage, to_kick: &mut Vec<ConnId>) {
+    if to_kick.contains(&id) {
+        return;
+    }
+    if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(frame) {
+        to_kick.push(id);
+    }
 }
 
 fn now_ms() -> u64 {
