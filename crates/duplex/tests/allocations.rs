@@ -112,8 +112,7 @@ fn allocations_per_message(msg: Message, batch: usize) -> f64 {
             }
         })
         .await;
-        let per_message = allocs as f64 / (ROUNDS * batch) as f64;
-        per_message
+        allocs as f64 / (ROUNDS * batch) as f64
     })
 }
 
