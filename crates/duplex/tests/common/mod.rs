@@ -239,3 +239,27 @@ impl Rng {
 pub fn payload(i: usize, len: usize) -> Vec<u8> {
     (0..len).map(|j| b'!' + ((i * 7 + j) % 90) as u8).collect()
 }
+
+/// A connected (client, server) pair, each end with its own config.
+pub async fn pair_configs(
+    client: Config,
+    server: Config,
+) -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
+    let (listener, url) = listen().await;
+    let accept = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        duplex::server::accept_with(tcp, server, |_| Ok(()))
+            .await
+            .unwrap()
+    };
+    let connect = async {
+        duplex::ClientBuilder::new(&format!("{url}/"))
+            .unwrap()
+            .config(client)
+            .connect()
+            .await
+            .unwrap()
+            .0
+    };
+    tokio::join!(connect, accept)
+}
