@@ -181,6 +181,8 @@ pub struct Inflater {
     state: Option<Decompress>,
     window_bits: u8,
     reset: bool,
+    /// The peer's DEFLATE stream ended (a block with BFINAL set) inside the current message.
+    ended: bool,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -199,6 +201,7 @@ impl Inflater {
             state: None,
             window_bits: params.decompress_window_bits,
             reset: params.decompress_reset,
+            ended: false,
         }
     }
 
@@ -206,7 +209,13 @@ impl Inflater {
     ///
     /// Fails with [`Error::MessageTooLarge`] as soon as `out` would pass `max` bytes, and with
     /// [`Error::Compression`] on data that is not DEFLATE.
+    ///
+    /// A peer may end a message with a DEFLATE block that has BFINAL set, padded with a byte
+    /// (RFC 7692 section 7.2.3.4): what follows the final block in the message is ignored.
     pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
+        if self.ended {
+            return Ok(());
+        }
         let bits = self.window_bits.max(9);
         let reset = self.reset;
         let d = self.state.get_or_insert_with(|| {
@@ -232,26 +241,22 @@ impl Inflater {
                 out.reserve_exact(room);
             }
             let (in_before, out_before) = (d.total_in(), out.len());
-            let status = d
-                .decompress_vec(&input[consumed..], out, FlushDecompress::Sync)
-                .map_err(|e| Error::Compression(e.to_string()))?;
+            let status = d.decompress_vec(&input[consumed..], out, FlushDecompress::Sync);
+            // Output past the limit counts first, even when bad data follows it in the same
+            // call, so the close code does not depend on how the bytes were split into reads.
             if out.len() > max {
                 return Err(Error::MessageTooLarge {
                     size: out.len() as u64,
                     max,
                 });
             }
+            let status = status.map_err(|e| Error::Compression(e.to_string()))?;
             let all_in = (d.total_in() - start) as usize == input.len();
             match status {
-                // A final block: the peer's stream ended; nothing more may follow.
+                // A final block: the peer's stream ended; the rest of the message is padding.
                 Status::StreamEnd => {
-                    return if all_in {
-                        Ok(())
-                    } else {
-                        Err(Error::Compression(
-                            "data after the end of the stream".into(),
-                        ))
-                    }
+                    self.ended = true;
+                    return Ok(());
                 }
                 _ if all_in && out.len() < out.capacity() => return Ok(()),
                 _ if d.total_in() == in_before
@@ -266,9 +271,15 @@ impl Inflater {
     }
 
     /// Ends a compressed message: feeds the removed sync-flush tail, then resets the state if
-    /// the peer does not keep context.
+    /// the peer does not keep context, or if its stream ended (its next message starts a new
+    /// one).
     pub fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), Error> {
         let result = self.inflate(&TAIL, out, max);
+        if std::mem::take(&mut self.ended) && !self.reset {
+            if let Some(d) = self.state.as_mut() {
+                d.reset(false);
+            }
+        }
         if self.reset {
             if let Some(d) = self.state.take() {
                 if result.is_ok() {
@@ -363,6 +374,53 @@ mod tests {
         .unwrap();
         i.finish(&mut out, 100).unwrap();
         assert_eq!(out, b"Hello");
+    }
+
+    #[test]
+    fn rfc_7692_bfinal_block() {
+        // 7.2.3.4: "Hello" in a block with BFINAL set, padded with one byte. Found while seeding
+        // the `inflate` fuzz target: it failed with "data after the end of the stream" (1007).
+        for config in [
+            DeflateConfig::default(),
+            DeflateConfig::default().no_context_takeover(true),
+        ] {
+            let mut i = Inflater::new(&params_for_test(config));
+            for payload in [
+                &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00][..],
+                // Without the padding byte, and split after the final block.
+                &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..],
+                // The next message is a new stream: a sync-flushed one works after it.
+                &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00][..],
+            ] {
+                let mut out = Vec::new();
+                let (a, b) = payload.split_at(payload.len().min(7));
+                i.inflate(a, &mut out, 100).unwrap();
+                i.inflate(b, &mut out, 100).unwrap();
+                i.finish(&mut out, 100).unwrap();
+                assert_eq!(out, b"Hello");
+            }
+        }
+    }
+
+    #[test]
+    fn too_large_wins_over_bad_data_after_it() {
+        // Found by the `inflate` fuzz target: output past the limit followed by invalid data
+        // was 1007 when both arrived in one read and 1009 when split; now 1009 either way.
+        let params = params_for_test(DeflateConfig::default().window_bits(14));
+        let input = [0x3a, 0, 0, 0, 0, 0, 0x04, 0, 0];
+        for cut in 0..=input.len() {
+            let mut i = Inflater::new(&params);
+            let mut out = Vec::new();
+            let (a, b) = input.split_at(cut);
+            let result = i
+                .inflate(a, &mut out, 0)
+                .and_then(|()| i.inflate(b, &mut out, 0))
+                .and_then(|()| i.finish(&mut out, 0));
+            assert!(
+                matches!(result, Err(Error::MessageTooLarge { .. })),
+                "cut at {cut}: {result:?}"
+            );
+        }
     }
 
     #[test]
