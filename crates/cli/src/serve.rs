@@ -49,6 +49,12 @@ pub struct ServeArgs {
     /// 4000 (it can reconnect and resume).
     #[arg(long, default_value_t = HubConfig::new(".").send_queue)]
     send_queue: usize,
+    /// PEM file with the TLS certificate chain: serve https:// and wss:// (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     deflate: crate::deflate_args::DeflateArgs,
 }
@@ -68,6 +74,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for origin in &args.allowed_origins {
         config = config.allowed_origin(origin.clone());
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config = config.tls(duplex::tls::server_config_from_pem(cert, key)?);
+    }
+    let (http, ws) = if args.tls_cert.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot resolve {}", args.host))?
@@ -87,9 +101,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let port = shown.port();
     // Scripts read the first line (the tests and the Autobahn runner take its ws:// URL).
-    println!("duplex serving http://{host}:{port}/ (chat), echo at ws://{host}:{port}/echo");
+    println!("duplex serving {http}://{host}:{port}/ (chat), echo at {ws}://{host}:{port}/echo");
     if args.token.is_some() {
-        println!("a token is required: open http://{host}:{port}/?token=TOKEN");
+        println!("a token is required: open {http}://{host}:{port}/?token=TOKEN");
     }
     info!(data = %args.data.display(), "chat history");
 

@@ -521,7 +521,7 @@ fn a_reader_that_never_reads_is_held_back_not_buffered() {
                 Ok(Err(e)) => panic!("the server dropped the connection early: {e}"),
                 Err(_) => break,
             }
-            if sent % (4 << 20) == 0 {
+            if sent.is_multiple_of(4 << 20) {
                 peak = peak.max(server.rss());
             }
         }

@@ -8,10 +8,12 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP connection, with TLS on top when the URL was `wss://`.
+/// A TCP connection, with TLS on top when the URL was `wss://` (client) or the server
+/// terminates TLS itself.
 ///
-/// What [`ClientBuilder::connect`](crate::ClientBuilder::connect) returns the WebSocket over.
-/// When a proxy was used, the TCP connection is the tunnel through it.
+/// What [`ClientBuilder::connect`](crate::ClientBuilder::connect) returns the WebSocket over
+/// (when a proxy was used, the TCP connection is the tunnel through it), and what a server
+/// that accepts both `ws://` and `wss://` can serve over.
 ///
 /// ```no_run
 /// # async fn run() -> duplex::Result<()> {
@@ -29,6 +31,9 @@ pub enum MaybeTlsStream {
     /// small.
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS over TCP, server side (see [`crate::tls::accept`]).
+    #[cfg(feature = "tls")]
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
 impl MaybeTlsStream {
@@ -38,6 +43,8 @@ impl MaybeTlsStream {
             MaybeTlsStream::Plain(tcp) => tcp,
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(tls) => tls.get_ref().0,
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(tls) => tls.get_ref().0,
         }
     }
 
@@ -57,6 +64,8 @@ impl AsyncRead for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -71,6 +80,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -83,6 +94,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -91,6 +104,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => s.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => s.is_write_vectored(),
         }
     }
 
@@ -99,6 +114,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_flush(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -107,6 +124,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

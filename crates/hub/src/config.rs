@@ -53,6 +53,9 @@ pub struct HubConfig {
     /// Time connections get to close during a graceful shutdown before they are dropped
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// TLS for `https://` and `wss://` (see [`duplex::tls::server_config_from_pem`]); `None`
+    /// serves plain HTTP and `ws://`.
+    pub tls: Option<std::sync::Arc<duplex::tls::rustls::ServerConfig>>,
     /// The WebSocket settings every connection starts from (permessage-deflate, write
     /// buffer, head limits); message sizes and timeouts above override its own.
     pub websocket: duplex::Config,
@@ -73,10 +76,17 @@ impl HubConfig {
             history_on_join: 50,
             send_queue: 256,
             handshake_timeout: Duration::from_secs(10),
+            tls: None,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             websocket: duplex::Config::default(),
         }
+    }
+
+    /// Serves `https://` and `wss://` with this TLS configuration.
+    pub fn tls(mut self, tls: std::sync::Arc<duplex::tls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Sets [`HubConfig::token`].

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex::{CloseCode, CloseFrame, Message, WebSocket};
-use tokio::net::TcpStream;
+use duplex::{CloseCode, CloseFrame, MaybeTlsStream, Message, WebSocket};
+use futures_util::SinkExt;
 use tokio::sync::watch;
 use tracing::info;
 
@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 
 /// Echoes until the client closes or the hub shuts down, then logs how it ended.
 pub(crate) async fn run(
-    mut ws: WebSocket<TcpStream>,
+    mut ws: WebSocket<MaybeTlsStream>,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -42,7 +42,7 @@ pub(crate) async fn run(
     );
 }
 
-async fn echo(ws: &mut WebSocket<TcpStream>, metrics: &Metrics) -> duplex::Result<()> {
+async fn echo(ws: &mut WebSocket<MaybeTlsStream>, metrics: &Metrics) -> duplex::Result<()> {
     while let Some(msg) = ws.recv().await {
         if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
             let len = match &msg {
@@ -51,7 +51,9 @@ async fn echo(ws: &mut WebSocket<TcpStream>, metrics: &Metrics) -> duplex::Resul
                 _ => 0,
             };
             metrics.received(len);
-            ws.send(msg).await?;
+            // Queued, not flushed: `recv` writes the queue before it next waits for the
+            // socket, so a burst of messages read at once is echoed with one write.
+            ws.feed(msg).await?;
             metrics.sent(len);
         }
     }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use duplex::MaybeTlsStream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::config::HubConfig;
@@ -167,7 +168,22 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
         let (guard, admitted) = open.enter(shared.config.max_connections);
         let shared = shared.clone();
         tokio::spawn(async move {
-            routes::handle(tcp, peer, shared, admitted).await;
+            let _ = tcp.set_nodelay(true);
+            let stream = match &shared.config.tls {
+                None => MaybeTlsStream::Plain(tcp),
+                Some(tls) => {
+                    let acceptor = duplex::tls::TlsAcceptor::from(tls.clone());
+                    match duplex::tls::accept(&acceptor, tcp, shared.config.handshake_timeout).await
+                    {
+                        Ok(tls) => MaybeTlsStream::ServerTls(Box::new(tls)),
+                        Err(e) => {
+                            debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                    }
+                }
+            };
+            routes::handle(stream, peer, shared, admitted).await;
             drop(guard);
         });
     }

@@ -7,12 +7,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use duplex::server::{reject, Handshake, Rejection as Refusal};
-use duplex::WebSocket;
+use duplex::{MaybeTlsStream, WebSocket};
 use http::header::{
     HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
-use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info};
 
@@ -79,12 +78,16 @@ enum Endpoint {
     Chat(String),
 }
 
-/// Serves one TCP connection. `admitted` is false when the hub is at its connection limit:
+/// Serves one connection (TLS already terminated, if any). `admitted` is false when the hub is at its connection limit:
 /// the request is then read and answered with 503, so the client learns why.
-pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>, admitted: bool) {
-    let _ = tcp.set_nodelay(true);
+pub(crate) async fn handle(
+    stream: MaybeTlsStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    admitted: bool,
+) {
     let config = &shared.config;
-    let mut handshake = match Handshake::read(tcp, config.chat_ws()).await {
+    let mut handshake = match Handshake::read(stream, config.chat_ws()).await {
         Ok(h) => h,
         Err(e) => {
             // Malformed or oversized heads were answered (400/431) by the library.
@@ -168,7 +171,7 @@ pub(crate) async fn handle(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>
 }
 
 async fn chat(
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<MaybeTlsStream>,
     peer: SocketAddr,
     room: String,
     plain_name: Option<String>,
@@ -201,7 +204,7 @@ async fn chat(
 }
 
 /// Answers the plain HTTP routes.
-async fn serve_page(handshake: Handshake<TcpStream>, shared: &Shared, peer: SocketAddr) {
+async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
     let request = handshake.request();
     if request.method() != Method::GET {
         shared.metrics.reject(Rejection::BadRequest);
@@ -241,7 +244,7 @@ async fn serve_page(handshake: Handshake<TcpStream>, shared: &Shared, peer: Sock
     }
 }
 
-async fn not_found(handshake: Handshake<TcpStream>, shared: &Shared, peer: SocketAddr) {
+async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
     shared.metrics.reject(Rejection::NotFound);
     debug!(%peer, path = handshake.request().uri().path(), "not found");
     let refusal = reject(

@@ -10,9 +10,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duplex::{CloseCode, CloseFrame, Message, PreparedMessage, WebSocket};
+use duplex::{CloseCode, CloseFrame, MaybeTlsStream, Message, PreparedMessage, WebSocket};
 use duplex::{WebSocketReader, WebSocketWriter};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::info;
 
@@ -68,7 +67,7 @@ impl fmt::Display for End {
 
 impl Session {
     /// Runs the connection to its end and logs how it ended.
-    pub(crate) async fn run(self, ws: WebSocket<TcpStream>) {
+    pub(crate) async fn run(self, ws: WebSocket<MaybeTlsStream>) {
         let started = Instant::now();
         let (queue_tx, mut queue_rx) = mpsc::channel(self.send_queue);
         let (kick_tx, kick_rx) = oneshot::channel();
@@ -126,7 +125,7 @@ impl Session {
 
     async fn read_loop(
         &self,
-        reader: &mut WebSocketReader<TcpStream>,
+        reader: &mut WebSocketReader<MaybeTlsStream>,
         local: &mpsc::Sender<PreparedMessage>,
         wake_writer: &Notify,
     ) -> End {
@@ -215,7 +214,7 @@ impl Session {
 /// Writes queued frames until writing fails; flushes pongs and close replies when the reader
 /// asks. Only returns on error.
 async fn write_loop(
-    writer: &mut WebSocketWriter<TcpStream>,
+    writer: &mut WebSocketWriter<MaybeTlsStream>,
     queue: &mut mpsc::Receiver<PreparedMessage>,
     wake: &Notify,
     metrics: &Metrics,
@@ -243,8 +242,8 @@ async fn write_loop(
 /// Completes the closing handshake as far as the way the connection ended allows, within
 /// `close_timeout`.
 async fn finish(
-    reader: &mut WebSocketReader<TcpStream>,
-    writer: &mut WebSocketWriter<TcpStream>,
+    reader: &mut WebSocketReader<MaybeTlsStream>,
+    writer: &mut WebSocketWriter<MaybeTlsStream>,
     end: &End,
     close_timeout: Duration,
 ) {
