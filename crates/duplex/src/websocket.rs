@@ -357,93 +357,40 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if this.tx.buffered() > 0 {
-                let mut io = Tracked::new(&mut this.io);
-                let written = poll_write_queue(&mut io, this.tx.queue(), 0, cx);
-                let progressed = io.wrote;
-                match written {
-                    Poll::Ready(Ok(())) => this.stall.clear(),
-                    Poll::Ready(Err(e)) => {
-                        this.terminated = true;
-                        if this.rx.is_finished() {
-                            // The peer closed first and may already have dropped the
-                            // transport; what it said (the held close frame) is what counts.
-                            return Poll::Ready(this.held.take());
-                        }
-                        this.held = None;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                    // A close reply or a failure's close frame must be out before the
-                    // application hears of it; a pong may wait while reading continues.
-                    Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
-                        if this.stall.stalled(progressed, cx) {
-                            return Poll::Ready(Some(Err(this.fail_stalled(cx))));
-                        }
-                        if !this.poll_close_timer(cx) {
-                            return Poll::Pending;
-                        }
-                        this.terminated = true;
-                        return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
-                    }
-                    Poll::Pending => {
-                        if this.stall.stalled(progressed, cx) {
-                            return Poll::Ready(Some(Err(this.fail_stalled(cx))));
-                        }
-                    }
+            // A message already in the read buffer is handed out before queued frames are
+            // written: an application that answers each message with `feed` then writes a
+            // whole batch of answers at once, when the buffer runs dry (below). Nothing waits
+            // long: the queue is written before any read from the transport.
+            let buffered = if this.tx.buffered() > 0
+                && this.held.is_none()
+                && !this.terminated
+                && !this.rx.is_finished()
+            {
+                match this.rx.receive(&mut this.read_buf) {
+                    Ok(Some(msg)) => Some(ReadOutcome::Message(msg)),
+                    Err(e) => Some(ReadOutcome::Protocol(e)),
+                    Ok(None) => None,
                 }
-            }
-            if let Some(item) = this.held.take() {
-                if this.role == Role::Server && this.rx.is_finished() && this.tx.is_close_sent() {
-                    // The closing handshake is complete: a server closes the TCP connection
-                    // right away (RFC 6455 section 7.1.1) rather than when the application
-                    // next polls or drops the socket, so the client is not left waiting.
-                    if this.poll_shutdown_once(cx).is_pending() {
-                        this.held = Some(item);
-                        return Poll::Pending;
-                    }
-                }
-                return Poll::Ready(Some(item));
-            }
-            if this.terminated {
-                return Poll::Ready(None);
-            }
-            if this.rx.is_finished() {
-                // Both close frames exchanged (or the peer failed the connection).
-                ready!(this.poll_finish(cx));
-                this.terminated = true;
-                return Poll::Ready(None);
-            }
-            if this.tx.is_close_sent() && this.poll_close_timer(cx) {
-                this.terminated = true;
-                return Poll::Ready(Some(Err(Error::Timeout("close handshake"))));
-            }
-            if !this.tx.is_close_sent() {
-                match this.keepalive.poll(cx) {
-                    Poll::Ready(Due::Ping(id, payload)) => {
-                        if this.tx.send(Message::Ping(payload)).is_ok() {
-                            this.keepalive.mark_sent(id);
-                        }
-                        // Back to the top, which writes it.
-                        continue;
-                    }
-                    Poll::Ready(Due::TimedOut(after)) => {
-                        return Poll::Ready(Some(Err(this.fail_keepalive(after, cx))));
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            let mut io = Tracked::new(&mut this.io);
-            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
-            if io.read {
-                this.keepalive.activity();
-            }
-            match ready!(outcome) {
+            } else {
+                None
+            };
+            let outcome = match buffered {
+                Some(outcome) => outcome,
+                None => match ready!(this.poll_io(cx)) {
+                    Ok(outcome) => outcome,
+                    Err(item) => return Poll::Ready(item),
+                },
+            };
+            match outcome {
                 ReadOutcome::Message(msg) => {
                     if let Message::Pong(payload) = &msg {
                         this.keepalive.pong(payload);
                     }
+                    let before = this.tx.buffered();
                     this.tx.react(&msg);
-                    if this.tx.buffered() == 0 {
+                    // Hold the message back only if it caused a frame (pong, close reply) that
+                    // must be written before the application hears of it.
+                    if this.tx.buffered() == before {
                         return Poll::Ready(Some(Ok(msg)));
                     }
                     this.held = Some(Ok(msg));
@@ -462,6 +409,105 @@ where
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
+        }
+    }
+}
+
+impl<S> WebSocket<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    /// The I/O step of [`Stream::poll_next`]: writes what is queued, hands out a held message,
+    /// ends the stream when the connection is over, runs the keepalive, and reads: `Ok` is what
+    /// was read, `Err` the item [`Stream::poll_next`] returns as it is.
+    #[allow(clippy::type_complexity)]
+    fn poll_io(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::result::Result<ReadOutcome, Option<Result<Message>>>> {
+        let this = self;
+        loop {
+            if this.tx.buffered() > 0 {
+                let mut io = Tracked::new(&mut this.io);
+                let written = poll_write_queue(&mut io, this.tx.queue(), 0, cx);
+                let progressed = io.wrote;
+                match written {
+                    Poll::Ready(Ok(())) => this.stall.clear(),
+                    Poll::Ready(Err(e)) => {
+                        this.terminated = true;
+                        if this.rx.is_finished() {
+                            // The peer closed first and may already have dropped the
+                            // transport; what it said (the held close frame) is what counts.
+                            return Poll::Ready(Err(this.held.take()));
+                        }
+                        this.held = None;
+                        return Poll::Ready(Err(Some(Err(e.into()))));
+                    }
+                    // A close reply or a failure's close frame must be out before the
+                    // application hears of it; a pong may wait while reading continues.
+                    Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
+                        if this.stall.stalled(progressed, cx) {
+                            return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
+                        }
+                        if !this.poll_close_timer(cx) {
+                            return Poll::Pending;
+                        }
+                        this.terminated = true;
+                        return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
+                    }
+                    Poll::Pending => {
+                        if this.stall.stalled(progressed, cx) {
+                            return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
+                        }
+                    }
+                }
+            }
+            if let Some(item) = this.held.take() {
+                if this.role == Role::Server && this.rx.is_finished() && this.tx.is_close_sent() {
+                    // The closing handshake is complete: a server closes the TCP connection
+                    // right away (RFC 6455 section 7.1.1) rather than when the application
+                    // next polls or drops the socket, so the client is not left waiting.
+                    if this.poll_shutdown_once(cx).is_pending() {
+                        this.held = Some(item);
+                        return Poll::Pending;
+                    }
+                }
+                return Poll::Ready(Err(Some(item)));
+            }
+            if this.terminated {
+                return Poll::Ready(Err(None));
+            }
+            if this.rx.is_finished() {
+                // Both close frames exchanged (or the peer failed the connection).
+                ready!(this.poll_finish(cx));
+                this.terminated = true;
+                return Poll::Ready(Err(None));
+            }
+            if this.tx.is_close_sent() && this.poll_close_timer(cx) {
+                this.terminated = true;
+                return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
+            }
+            if !this.tx.is_close_sent() {
+                match this.keepalive.poll(cx) {
+                    Poll::Ready(Due::Ping(id, payload)) => {
+                        if this.tx.send(Message::Ping(payload)).is_ok() {
+                            this.keepalive.mark_sent(id);
+                        }
+                        // Back to the top, which writes it.
+                        continue;
+                    }
+                    Poll::Ready(Due::TimedOut(after)) => {
+                        return Poll::Ready(Err(Some(Err(this.fail_keepalive(after, cx)))));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            let mut io = Tracked::new(&mut this.io);
+            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
+            if io.read {
+                this.keepalive.activity();
+            }
+            return Poll::Ready(Ok(ready!(outcome)));
         }
     }
 }
