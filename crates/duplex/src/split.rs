@@ -36,6 +36,9 @@ enum Control {
     Ping(u64, Bytes),
     /// Fail the connection with this close frame (a keepalive ping went unanswered).
     Close(CloseFrame),
+    /// The pong slot went from empty to full: wakes a writer waiting in
+    /// [`WebSocketWriter::flush_control`].
+    Pong,
 }
 
 /// The payload of the last ping received and not answered yet. Only the most recent ping needs
@@ -45,9 +48,14 @@ enum Control {
 struct PongSlot(Mutex<Option<Bytes>>);
 
 impl PongSlot {
-    fn put(&self, payload: Bytes) {
+    /// Stores the payload to answer; true if the slot was empty (the writer must be told).
+    fn put(&self, payload: Bytes) -> bool {
         // A poisoned lock only means a panic elsewhere mid-assignment of a plain value.
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(payload)
+            .is_none()
     }
 
     fn take(&self) -> Option<Bytes> {
@@ -218,7 +226,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
         Poll::Ready(match ready!(outcome) {
             ReadOutcome::Message(msg) => {
                 match &msg {
-                    Message::Ping(payload) => this.pong.put(payload.clone()),
+                    // `put` always stores the payload; only an empty slot needs a wake-up.
+                    Message::Ping(payload) if this.pong.put(payload.clone()) => {
+                        let _ = this.control.send(Control::Pong);
+                    }
                     Message::Pong(payload) => this.keepalive.pong(payload),
                     Message::Close(_) => {
                         let _ = this.control.send(Control::React(msg.clone()));
@@ -297,29 +308,73 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         self.flush().await
     }
 
+    /// Waits until the reader hands over something this half must write (the pong for a
+    /// received ping, a keepalive ping that is due, the answer to a close) and writes it.
+    ///
+    /// A writer that only writes when the application has something to send would leave those
+    /// waiting; put this in the writer task's `select!` beside the application's own source:
+    ///
+    /// ```no_run
+    /// # async fn run(mut writer: duplex::WebSocketWriter<tokio::net::TcpStream>,
+    /// #              mut outbox: tokio::sync::mpsc::Receiver<duplex::Message>) -> duplex::Result<()> {
+    /// loop {
+    ///     tokio::select! {
+    ///         done = writer.flush_control() => done?,
+    ///         msg = outbox.recv() => match msg {
+    ///             Some(msg) => writer.send(msg).await?,
+    ///             None => return writer.close(None).await,
+    ///         },
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// Returns [`Error::Closed`] once the reader is gone and nothing more can arrive.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: what was taken over is queued before any write, and queued frames go out
+    /// with the next write or flush.
+    pub async fn flush_control(&mut self) -> Result<()> {
+        match self.control.recv().await {
+            Some(c) => self.apply(c),
+            None => return Err(Error::Closed),
+        }
+        self.flush().await
+    }
+
     fn drain_control(&mut self) {
+        while let Ok(c) = self.control.try_recv() {
+            self.apply(c);
+        }
         if let Some(payload) = self.pong.take() {
             self.tx.react(&Message::Ping(payload));
         }
-        while let Ok(c) = self.control.try_recv() {
-            match c {
-                Control::Ping(id, payload) => {
-                    if self.tx.send(Message::Ping(payload)).is_ok() {
-                        self.stamp.mark(id);
-                    }
+    }
+
+    fn apply(&mut self, c: Control) {
+        match c {
+            Control::Pong => {
+                if let Some(payload) = self.pong.take() {
+                    self.tx.react(&Message::Ping(payload));
                 }
-                Control::Close(frame) => {
-                    self.peer_closed = true;
-                    let _ = self.tx.close(Some(frame));
+            }
+            Control::Ping(id, payload) => {
+                if self.tx.send(Message::Ping(payload)).is_ok() {
+                    self.stamp.mark(id);
                 }
-                Control::React(msg) => {
-                    self.peer_closed |= msg.is_close();
-                    self.tx.react(&msg);
-                }
-                Control::Fail(e) => {
-                    self.peer_closed = true;
-                    self.tx.fail(&e);
-                }
+            }
+            Control::Close(frame) => {
+                self.peer_closed = true;
+                let _ = self.tx.close(Some(frame));
+            }
+            Control::React(msg) => {
+                self.peer_closed |= msg.is_close();
+                self.tx.react(&msg);
+            }
+            Control::Fail(e) => {
+                self.peer_closed = true;
+                self.tx.fail(&e);
             }
         }
     }

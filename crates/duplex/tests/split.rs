@@ -16,7 +16,7 @@ const N: usize = 1000;
 fn message(i: usize) -> Message {
     let len = [3, 100, 1500, 8 * 1024][i % 4] + i % 7;
     let data = payload(i, len);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Message::text(String::from_utf8(data).unwrap())
     } else {
         Message::binary(data)
@@ -262,4 +262,44 @@ async fn send_after_the_peer_closed_still_echoes_the_close() {
         );
     })
     .await
+}
+
+/// An idle writer half that waits in `flush_control` still answers pings and sends the
+/// keepalive pings its reader decides on.
+#[tokio::test]
+async fn an_idle_writer_answers_pings_and_keeps_alive_with_flush_control() {
+    bounded(async {
+        let quick = duplex::Config::default().keepalive(
+            Some(std::time::Duration::from_millis(100)),
+            Some(std::time::Duration::from_secs(5)),
+        );
+        let (mut client, server) = common::pair_configs(duplex::Config::default(), quick).await;
+        let (mut reader, mut writer) = server.split();
+        let writer_task = tokio::spawn(async move {
+            // The application never sends anything: only protocol duties go out.
+            while writer.flush_control().await.is_ok() {}
+        });
+        let reader_task = tokio::spawn(async move { while reader.recv().await.is_some() {} });
+
+        client
+            .send(Message::Ping(Bytes::from_static(b"are you there")))
+            .await
+            .unwrap();
+        let mut got_pong = false;
+        let mut got_ping = false;
+        while !(got_pong && got_ping) {
+            match client.recv().await.unwrap().unwrap() {
+                Message::Pong(p) => {
+                    assert_eq!(&p[..], b"are you there");
+                    got_pong = true;
+                }
+                Message::Ping(_) => got_ping = true,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        client.close(None).await.unwrap();
+        reader_task.await.unwrap();
+        writer_task.await.unwrap();
+    })
+    .await;
 }

@@ -227,6 +227,12 @@ async fn write_loop(
                     return e;
                 }
             }
+            // Pongs, keepalive pings and close replies, even while no chat traffic flows.
+            done = writer.flush_control() => {
+                if let Err(e) = done {
+                    return e;
+                }
+            }
             frame = queue.recv() => {
                 // The session holds a sender itself, so the queue never ends while it runs.
                 let Some(frame) = frame else { return duplex::Error::Closed };
