@@ -144,6 +144,30 @@ impl ClientBuilder {
         Ok(MaybeTlsStream::Plain(tcp))
     }
 
+    /// The upgrade request [`ClientBuilder::connect`] sends: key, subprotocols, extension offer
+    /// and headers, exactly as they go out (for logging, like a command-line client's `-v`).
+    ///
+    /// ```
+    /// let builder = duplex::ClientBuilder::new("ws://127.0.0.1:8080/echo")?.protocol("chat");
+    /// let request = builder.request();
+    /// assert_eq!(request.headers()["sec-websocket-protocol"], "chat");
+    /// # Ok::<(), duplex::Error>(())
+    /// ```
+    pub fn request(&self) -> http::Request<()> {
+        self.offer().request()
+    }
+
+    /// The handshake with the permessage-deflate offer the configuration asks for.
+    fn offer(&self) -> ClientHandshake {
+        match &self.config.deflate {
+            Some(cfg) => self
+                .handshake
+                .clone()
+                .extension(negotiate::client_offer(cfg)),
+            None => self.handshake.clone(),
+        }
+    }
+
     /// Performs the handshake on a transport that is already connected (a TLS stream, a
     /// tunnel through a proxy, an in-memory pipe).
     pub async fn handshake_on<S>(self, mut io: S) -> Result<(WebSocket<S>, Response<()>)>
@@ -151,10 +175,7 @@ impl ClientBuilder {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let deadline = Instant::now() + self.config.handshake_timeout;
-        let handshake = match &self.config.deflate {
-            Some(cfg) => self.handshake.extension(negotiate::client_offer(cfg)),
-            None => self.handshake,
-        };
+        let handshake = self.offer();
         let mut head = Vec::with_capacity(256);
         write_request(&handshake.request(), &mut head);
         let limits = self.config.head_limits();
