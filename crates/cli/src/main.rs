@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod connect;
 mod deflate_args;
 mod serve;
@@ -21,14 +22,34 @@ struct Cli {
 enum Command {
     /// Run the chat server: browser page, rooms with history, echo at /echo.
     Serve(serve::ServeArgs),
-    /// Connect to a WebSocket URL: stdin lines are sent, received messages printed.
+    /// Connect to a WebSocket URL: an interactive client on a terminal, lines in and out in a
+    /// pipe, or one message and its reply with -x.
+    ///
+    /// Exit codes: 0 ok, 1 usage or other error, 2 connection refused or unreachable, 3 DNS
+    /// failure, 4 handshake rejected (HTTP status), 5 TLS failure, 6 closed by the server with
+    /// an error code, 7 timeout.
     Connect(connect::ConnectArgs),
+    /// Chat in a room of `duplex serve` (or any server that relays text): asks for your name,
+    /// then sends lines and shows `[time] name: text`. Exit codes as for `connect`.
+    Chat(chat::ChatArgs),
     /// Load-test a WebSocket server: messages/s, MB/s, latency percentiles, server CPU.
     Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Exit code 1 for a usage error, not clap's 2: `duplex connect` documents 2 as
+            // "connection refused".
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -46,13 +67,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let client = matches!(cli.command, Command::Connect(_) | Command::Chat(_));
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
-            Command::Connect(args) => connect::run(args).await,
+            Command::Connect(args) => Ok(connect::run(args).await),
+            Command::Chat(args) => Ok(chat::run(args).await),
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
+    if client {
+        // A name lookup still running on the blocking pool (one that timed out) must not
+        // hold the exit back: the clients' outcome is decided.
+        runtime.shutdown_background();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
