@@ -57,6 +57,11 @@ pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
 }
 
 /// One read into `buf`, with room for `hint` more bytes (bounded).
+///
+/// An idle connection holds no read buffer: when a read finds nothing to read and `buf` holds
+/// no partial frame, the buffer goes back to a small per-thread pool, and the next read takes
+/// one from there. A busy connection keeps reusing pooled buffers, so this costs no allocation
+/// per message, while ten thousand idle connections cost ten thousand buffers less.
 pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
     io: &mut R,
     hint: usize,
@@ -67,11 +72,57 @@ pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
         // Give back the memory of a large message once it has been handed out.
         *buf = BytesMut::new();
     }
+    if buf.is_empty() && buf.capacity() == 0 {
+        *buf = pool::take();
+    }
     let want = hint.clamp(READ_CHUNK, MAX_READ_CHUNK);
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
     }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+    let read = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+    if read.is_pending() && buf.is_empty() {
+        pool::give(std::mem::take(buf));
+    }
+    read
+}
+
+/// Read buffers of idle connections, per thread, for the next connection that has bytes to
+/// read.
+mod pool {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept per thread: enough for the connections one thread serves between two
+    /// waits, few enough that the pool's own memory does not matter.
+    const KEPT: usize = 64;
+    /// Larger buffers are freed rather than pooled.
+    const MAX_POOLED: usize = 64 * 1024;
+
+    thread_local! {
+        static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer from the pool, or an empty one (which allocates on first use).
+    pub(super) fn take() -> BytesMut {
+        POOL.try_with(|p| p.borrow_mut().pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Returns an empty buffer to the pool (or frees it, when the pool is full).
+    pub(super) fn give(buf: BytesMut) {
+        if buf.capacity() == 0 || buf.capacity() > MAX_POOLED {
+            return;
+        }
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < KEPT {
+                p.push(buf);
+            }
+        });
+    }
 }
 
 /// Writes from the queue until at most `keep` bytes remain, then (when it is empty) flushes.
