@@ -158,7 +158,7 @@ struct Chat {
     connections: u32,
     /// The last sequence number seen: a rejoin asks for what came after it.
     last_seq: Option<u64>,
-    /// Whether the next history batch is the first of its join.
+    /// Whether the join's first history batch is still to come.
     history_pending: bool,
     /// Texts sent and not yet seen coming back: on a terminal the prompt line already shows
     /// them, so the server's copy is not printed again; in a pipe, the end of stdin waits
@@ -320,7 +320,9 @@ impl Session for Chat {
     }
 
     fn pending(&self) -> bool {
-        self.json && !self.echoes.is_empty()
+        // The join's history, and the messages sent: a script that only reads the history
+        // (empty stdin) or says one thing gets its answer before the client closes.
+        self.json && (self.history_pending || !self.echoes.is_empty())
     }
 }
 
