@@ -269,7 +269,13 @@ async fn connection(
                         Message::Ping(payload)
                     }
                     Some(Input::Close(frame)) => {
-                        out.sent(&format!("> close {}", describe_close(frame.as_ref())));
+                        // A plain quit (Ctrl-D, /quit) needs no echo; a chosen code does.
+                        let plain = frame.as_ref().is_none_or(|f| {
+                            f.code == CloseCode::NORMAL && f.reason.as_str().is_empty()
+                        });
+                        if !plain {
+                            out.sent(&format!("> close {}", describe_close(frame.as_ref())));
+                        }
                         closing = true;
                         Message::Close(frame)
                     }
