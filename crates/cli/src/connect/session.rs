@@ -238,6 +238,9 @@ async fn connection(
     // The input ended and closing waits for the session's pending answers until then.
     let mut settle: Option<tokio::time::Instant> = None;
     let normal = || Message::Close(Some(CloseFrame::new(CloseCode::NORMAL, "")));
+    // The input failed: the session closes, then ends with this.
+    let mut failed: Option<Failure> = None;
+    let done = |failed: Option<Failure>| failed.map_or(Ended::Done, Ended::Failed);
     loop {
         tokio::select! {
             // Both branches are cancel safe: a line or message that loses the race is kept.
@@ -280,8 +283,11 @@ async fn connection(
                         Message::Close(frame)
                     }
                     Some(Input::Fail(f)) => {
-                        let _ = ws.close(Some(CloseFrame::new(CloseCode::NORMAL, ""))).await;
-                        return Ended::Failed(f);
+                        // Close like at the end of the input (what was sent is still shown
+                        // as it comes back), then fail.
+                        failed = Some(f);
+                        closing = true;
+                        normal()
                     }
                 };
                 if let Err(e) = ws.send(msg).await {
@@ -300,7 +306,7 @@ async fn connection(
                 None => {
                     return match server_close {
                         Some(frame) => Ended::ServerClosed(frame),
-                        None if closing => Ended::Done,
+                        None if closing => done(failed),
                         None => Ended::Failed(Failure::session(&duplex::Error::AbnormalClosure)),
                     }
                 }
@@ -309,7 +315,7 @@ async fn connection(
                         // Everything was sent and the close is on its way; a server that
                         // drops the connection instead of answering it loses nothing.
                         out.note(&format!("the server did not answer the close: {e}"));
-                        return Ended::Done;
+                        return done(failed);
                     }
                     return Ended::Failed(Failure::session(&e));
                 }
