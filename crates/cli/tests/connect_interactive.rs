@@ -308,7 +308,9 @@ fn a_message_arriving_mid_line_leaves_the_typed_text_intact() {
             .any(|r| r.ends_with("] bob: pushed while alice types"))
     });
     // The line being typed is redrawn below it, untouched, the cursor at its end.
-    assert_eq!(pty.cursor_row(), "alice> hello wor");
+    pty.wait_for("the half line redrawn", |p| {
+        p.cursor_row() == "alice> hello wor"
+    });
     let rows = pty.rows();
     let bob = rows
         .iter()

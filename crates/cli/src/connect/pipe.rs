@@ -23,7 +23,8 @@ pub const CHUNK: usize = 64 * 1024;
 /// Starts reading stdin; the channel closes when stdin ends.
 pub fn stdin(binary: bool) -> mpsc::Receiver<Input> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let spawned = thread::Builder::new().name("stdin".into()).spawn(move || {
+    // If the thread cannot start, the sender goes with it and the input ends at once.
+    let _ = thread::Builder::new().name("stdin".into()).spawn(move || {
         let stdin = io::stdin().lock();
         if binary {
             read_chunks(stdin, &tx);
@@ -31,11 +32,6 @@ pub fn stdin(binary: bool) -> mpsc::Receiver<Input> {
             read_lines(stdin, &tx);
         }
     });
-    if spawned.is_err() {
-        // Without a thread there is no input: the session sees it end at once.
-        let (_, rx) = mpsc::channel(1);
-        return rx;
-    }
     rx
 }
 
