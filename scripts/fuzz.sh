@@ -61,6 +61,6 @@ for t in "${targets[@]}"; do
   cargo fuzz cmin "${flags[@]}" "$t" "$corpus" -- -max_len="$max_len" \
     >"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 1; }
   after=$(find "$corpus" -type f | wc -l)
-  echo "$t: no crash in ${secs}s; corpus $before -> $after inputs ($(du -sh "$corpus" | cut -f1))"
+  echo "$t: no crash in ${secs}s; corpus $before -> $after inputs ($(du -sh --apparent-size "$corpus" | cut -f1))"
 done
 echo "fuzz.sh: ${#targets[@]} targets, $((SECONDS - started))s of fuzzing, no crash"
