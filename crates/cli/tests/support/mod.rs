@@ -46,9 +46,11 @@ impl Serve {
             .spawn()
             .expect("start duplex serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the banner");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("read the banner");
+        // Keep reading: with --token it prints a second line, and a closed stdout would make
+        // that print fail and the server exit.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let echo = line
             .split_whitespace()
             .find(|w| w.ends_with("/echo"))
