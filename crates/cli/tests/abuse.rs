@@ -99,9 +99,10 @@ impl Server {
             .spawn()
             .expect("start duplex serve");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read the banner");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("read the banner");
+        // Keep draining: a closed pipe would make any later line fail the server.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("ws://"))
