@@ -49,10 +49,11 @@ pub struct ConnectArgs {
           conflicts_with_all = ["binary", "keep_open", "reconnect"])]
     execute: Option<String>,
     /// With -x: the number of replies to print before closing (0: send and close).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "execute")]
     wait: usize,
     /// With -x: fail with exit code 7 unless every reply came within SECS.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs,
+          requires = "execute")]
     timeout: Duration,
     /// Pipe mode: when stdin ends, keep the connection open and go on printing until the
     /// server closes it (by default the client closes it then).
