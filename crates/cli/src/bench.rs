@@ -268,6 +268,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         stop.store(true, Relaxed);
         bail!("no connection could be opened: {why}");
     }
+    if let Some(f) = &fanout {
+        // Subscribers are in the room only once the server has processed their joins: the
+        // warm-up starts when every one of them has received a message.
+        if tokio::time::timeout(PRIMING, f.primed.notified())
+            .await
+            .is_err()
+        {
+            totals.error(format!(
+                "only {} of {} subscribers received anything within {} s",
+                f.joined.load(Relaxed),
+                f.open.load(Relaxed),
+                PRIMING.as_secs()
+            ));
+        }
+    }
     let start = Instant::now() + args.warmup;
     let end = start + args.duration;
     let _ = window.set(Window { start, end });
@@ -491,11 +506,16 @@ impl Ctx {
     /// Waits until every connection is open; then the window is known.
     async fn start(&self) -> &Window {
         self.ready.wait().await;
+        self.measured().await
+    }
+
+    /// Waits until the measurement window is set.
+    async fn measured(&self) -> &Window {
         loop {
             if let Some(w) = self.window.get() {
                 return w;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -669,7 +689,17 @@ struct Fanout {
     wake: Notify,
     /// The instant timestamps in messages count from.
     epoch: Instant,
+    /// Subscribers that received at least one message.
+    joined: AtomicU64,
+    /// Told once every subscriber received a message.
+    primed: Notify,
+    /// The number of the last probe, and how many subscribers received it.
+    final_probe: AtomicU64,
+    final_seen: AtomicU64,
 }
+
+/// The longest wait for every subscriber to be in the room.
+const PRIMING: Duration = Duration::from_secs(120);
 
 impl Fanout {
     fn new() -> Self {
@@ -679,6 +709,10 @@ impl Fanout {
             wait_seq: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
             epoch: Instant::now(),
+            joined: AtomicU64::new(0),
+            primed: Notify::new(),
+            final_probe: AtomicU64::new(u64::MAX),
+            final_seen: AtomicU64::new(0),
         }
     }
 
@@ -707,7 +741,37 @@ async fn publish<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let window = ctx.start().await;
+    ctx.ready.wait().await;
+    // Probes (sequence number 0) until every subscriber has received one, then a last probe
+    // that every subscriber must receive: messages arrive in order, so the probes' backlog
+    // is then delivered, and the measured messages do not queue behind it.
+    let priming = Instant::now();
+    let mut probe = 0u64;
+    let mut last = false;
+    while priming.elapsed() < PRIMING {
+        let everyone = fanout.open.load(Relaxed);
+        if last && fanout.final_seen.load(Relaxed) >= everyone {
+            break;
+        }
+        if !last && fanout.joined.load(Relaxed) >= everyone {
+            last = true;
+            fanout.final_probe.store(probe + 1, Relaxed);
+        } else if last {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        probe += 1;
+        if let Err(e) = ws.send(Message::text(format!("0 {probe} probe"))).await {
+            ctx.totals.error(format!("publish: {e}"));
+            fanout.primed.notify_one();
+            return histogram();
+        }
+        if !last {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    fanout.primed.notify_one();
+    let window = ctx.measured().await;
     let in_flight = in_flight.min(RING / 2) as u64;
     let mut seq: u64 = 0;
     let pad: String = "x".repeat(size);
@@ -771,16 +835,31 @@ where
 {
     let mut hist = histogram();
     fanout.open.fetch_add(1, Relaxed);
-    let window = ctx.start().await;
-    let deadline = window.end + Duration::from_millis(200);
+    ctx.ready.wait().await;
+    let mut joined = false;
     let why = loop {
-        let msg = match tokio::time::timeout_at(deadline.into(), ws.recv()).await {
-            Err(_) => break None,
+        let window = ctx.window.get();
+        if window.is_some_and(|w| Instant::now() > w.end + Duration::from_millis(200))
+            || ctx.stopped()
+        {
+            break None;
+        }
+        // Until the window is known, look up every 100 ms; then wait until it ends.
+        let until = match window {
+            Some(w) => w.end + Duration::from_millis(200),
+            None => Instant::now() + Duration::from_millis(100),
+        };
+        let msg = match tokio::time::timeout_at(until.into(), ws.recv()).await {
+            Err(_) => continue,
             Ok(msg) => msg,
         };
         match msg {
             Some(Ok(Message::Text(text))) => {
                 let now = Instant::now();
+                if !joined {
+                    joined = true;
+                    fanout.joined.fetch_add(1, Relaxed);
+                }
                 let mut fields = text.split(' ');
                 let seq = fields.next().and_then(|s| s.parse::<u64>().ok());
                 let stamp = fields.next().and_then(|s| s.parse::<u64>().ok());
@@ -788,9 +867,16 @@ where
                     // Another client's message in the room: not ours to measure.
                     continue;
                 };
+                if seq == 0 {
+                    if stamp == fanout.final_probe.load(Relaxed) {
+                        fanout.final_seen.fetch_add(1, Relaxed);
+                    }
+                    continue;
+                }
                 fanout.delivered(seq);
                 let at = fanout.epoch + Duration::from_nanos(stamp);
                 ctx.totals.seen.fetch_add(1, Relaxed);
+                let Some(window) = window else { continue };
                 if window.contains(now) {
                     ctx.totals.messages.fetch_add(1, Relaxed);
                     ctx.totals.bytes.fetch_add(text.len() as u64, Relaxed);
