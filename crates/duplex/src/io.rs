@@ -11,8 +11,10 @@ use duplex_proto::send::SendQueue;
 use duplex_proto::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Smallest read: enough for a burst of small frames in one system call.
-const READ_CHUNK: usize = 4 * 1024;
+/// Smallest read: enough for a burst of small frames, or a few mid-sized ones, in one system
+/// call. Only connections with bytes to read hold a buffer (see [`poll_read_more`]), so this
+/// costs an idle connection nothing.
+const READ_CHUNK: usize = 32 * 1024;
 /// Largest single reservation for a frame still arriving, so a header that announces a huge
 /// payload does not make us commit that memory before the bytes come.
 const MAX_READ_CHUNK: usize = 1 << 20;
@@ -95,9 +97,9 @@ mod pool {
 
     /// Buffers kept per thread: enough for the connections one thread serves between two
     /// waits, few enough that the pool's own memory does not matter.
-    const KEPT: usize = 64;
+    const KEPT: usize = 32;
     /// Larger buffers are freed rather than pooled.
-    const MAX_POOLED: usize = 64 * 1024;
+    const MAX_POOLED: usize = 128 * 1024;
 
     thread_local! {
         static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
