@@ -173,8 +173,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                 None => MaybeTlsStream::Plain(tcp),
                 Some(tls) => {
                     let acceptor = duplex::tls::TlsAcceptor::from(tls.clone());
-                    match duplex::tls::accept(&acceptor, tcp, shared.config.handshake_timeout).await
-                    {
+                    // Boxed (as every step of `routes::handle` is): the task keeps only the
+                    // current step's state, which makes an idle connection small.
+                    let accepting =
+                        duplex::tls::accept(&acceptor, tcp, shared.config.handshake_timeout);
+                    match Box::pin(accepting).await {
                         Ok(tls) => MaybeTlsStream::ServerTls(Box::new(tls)),
                         Err(e) => {
                             debug!(%peer, "TLS handshake failed: {e}");

@@ -87,7 +87,7 @@ pub(crate) async fn handle(
     admitted: bool,
 ) {
     let config = &shared.config;
-    let mut handshake = match Handshake::read(stream, config.chat_ws()).await {
+    let mut handshake = match Box::pin(Handshake::read(stream, config.chat_ws())).await {
         Ok(h) => h,
         Err(e) => {
             // Malformed or oversized heads were answered (400/431) by the library.
@@ -108,7 +108,7 @@ pub(crate) async fn handle(
             "server at capacity, try later",
         )
         .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-        let _ = handshake.respond(refusal.into_response()).await;
+        let _ = Box::pin(handshake.respond(refusal.into_response())).await;
         return;
     }
     let endpoint = match (path.as_str(), is_upgrade(request)) {
@@ -116,36 +116,35 @@ pub(crate) async fn handle(
         ("/", true) => Endpoint::Chat("general".to_owned()),
         (p, true) => match p.strip_prefix("/rooms/") {
             Some(room) if valid_room(room) => Endpoint::Chat(room.to_owned()),
-            _ => return not_found(handshake, &shared, peer).await,
+            _ => return Box::pin(not_found(handshake, &shared, peer)).await,
         },
-        (_, false) => return serve_page(handshake, &shared, peer).await,
+        (_, false) => return Box::pin(serve_page(handshake, &shared, peer)).await,
     };
     if matches!(endpoint, Endpoint::Echo) {
         handshake.set_config(config.echo_ws());
     }
     let mut plain_name = None;
-    let upgraded = handshake
-        .upgrade(|incoming| {
-            let query_token = incoming.query_param("token");
-            if let Err(denied) =
-                auth::check(config, incoming.request().headers(), query_token.as_deref())
-            {
-                shared.metrics.reject(denied.metric());
-                let refusal = reject(denied.status(), denied.reason());
-                return Err(match denied {
-                    auth::Denied::Unauthorized => {
-                        refusal.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-                    }
-                    auth::Denied::Origin => refusal,
-                });
-            }
-            if matches!(endpoint, Endpoint::Chat(_)) {
-                incoming.select_protocol(&[SUBPROTOCOL]);
-                plain_name = incoming.query_param("name").and_then(|n| clean_name(&n));
-            }
-            Ok::<(), Refusal>(())
-        })
-        .await;
+    let upgraded = Box::pin(handshake.upgrade(|incoming| {
+        let query_token = incoming.query_param("token");
+        if let Err(denied) =
+            auth::check(config, incoming.request().headers(), query_token.as_deref())
+        {
+            shared.metrics.reject(denied.metric());
+            let refusal = reject(denied.status(), denied.reason());
+            return Err(match denied {
+                auth::Denied::Unauthorized => {
+                    refusal.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+                }
+                auth::Denied::Origin => refusal,
+            });
+        }
+        if matches!(endpoint, Endpoint::Chat(_)) {
+            incoming.select_protocol(&[SUBPROTOCOL]);
+            plain_name = incoming.query_param("name").and_then(|n| clean_name(&n));
+        }
+        Ok::<(), Refusal>(())
+    }))
+    .await;
     let ws = match upgraded {
         Ok(ws) => ws,
         Err(duplex::Error::Rejected(status)) => {
@@ -163,9 +162,18 @@ pub(crate) async fn handle(
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
             info!(%peer, "echo connection opened");
-            crate::echo::run(ws, peer, shared.metrics.clone(), shared.shutdown.clone()).await;
+            // Each step is boxed: the connection's task then keeps only the current step's
+            // state, not room for the largest state of any step (7.8 KiB per idle echo
+            // connection when they were inline; see docs/BENCHMARKS.md).
+            Box::pin(crate::echo::run(
+                ws,
+                peer,
+                shared.metrics.clone(),
+                shared.shutdown.clone(),
+            ))
+            .await;
         }
-        Endpoint::Chat(room) => chat(ws, peer, room, plain_name, &shared).await,
+        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, &shared)).await,
     }
     shared.metrics.connections_open.fetch_sub(1, Relaxed);
 }
