@@ -5,7 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::SendQueue;
 use duplex_proto::Message;
@@ -137,11 +137,19 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     while queue.len() > keep {
-        let n = ready!(tokio_util::io::poll_write_buf(
-            Pin::new(&mut *io),
-            cx,
-            queue
-        ))?;
+        let n = if queue.chunk().len() == queue.len() {
+            // One contiguous chunk (the common case: small frames coalesce): a plain write,
+            // which costs the kernel less than a vectored write of one buffer.
+            let n = ready!(Pin::new(&mut *io).poll_write(cx, queue.chunk()))?;
+            queue.advance(n);
+            n
+        } else {
+            ready!(tokio_util::io::poll_write_buf(
+                Pin::new(&mut *io),
+                cx,
+                queue
+            ))?
+        };
         if n == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }

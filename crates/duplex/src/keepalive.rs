@@ -152,7 +152,12 @@ impl Keepalive {
                 let timer = self
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
+                // Traffic moves the deadline later with every message; resetting the timer
+                // each time would cost a timer-wheel update per message. A timer left at an
+                // earlier deadline just fires early, and the loop sets it again from the
+                // clock; only a deadline that moved earlier, or a timer that already fired,
+                // needs a reset now.
+                if timer.deadline() > deadline || timer.deadline() <= now {
                     timer.as_mut().reset(deadline);
                 }
                 if timer.as_mut().poll(cx).is_pending() {
