@@ -285,6 +285,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         self.flush().await
     }
 
+    /// Queues a prepared message without flushing; see [`WebSocket::queue_prepared`]. A
+    /// fan-out writer queues every message waiting for its connection, then calls
+    /// [`WebSocketWriter::flush`] once: one write for the lot.
+    pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
+        crate::prepared::check_role(self.role)?;
+        self.check_queue()?;
+        self.tx.send_raw(msg.frame())?;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written to the transport.
+    pub fn buffered(&self) -> usize {
+        self.tx.buffered()
+    }
+
     /// Sends one fragment of a message sent in pieces; see [`WebSocket::send_fragment`].
     pub async fn send_fragment(&mut self, opcode: OpCode, payload: Bytes, fin: bool) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;

@@ -482,6 +482,12 @@ impl State {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
+        // Plain-text members get no presence: in a room without JSON members, building the
+        // member list (every name, on every join) would be work for nobody.
+        let json = |m: &ConnId| self.conns.get(m).is_some_and(|c| c.mode == Mode::Json);
+        if !r.members.iter().any(json) {
+            return;
+        }
         let members = r
             .members
             .iter()

@@ -211,6 +211,9 @@ impl Session {
     }
 }
 
+/// Frames queued for one write, at most (and the one that passes it).
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// Writes queued frames until writing fails; flushes pongs and close replies when the reader
 /// asks. Only returns on error.
 async fn write_loop(
@@ -236,10 +239,21 @@ async fn write_loop(
             frame = queue.recv() => {
                 // The session holds a sender itself, so the queue never ends while it runs.
                 let Some(frame) = frame else { return duplex::Error::Closed };
-                if let Err(e) = writer.send_prepared(&frame).await {
+                // Queue what else is already waiting too (up to a write's worth), then write
+                // it all at once: one system call per burst, not per message.
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    if let Err(e) = writer.queue_prepared(&frame) {
+                        return e;
+                    }
+                    metrics.sent(frame.frame_len());
+                    if writer.buffered() < BATCH_BYTES {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if let Err(e) = writer.flush().await {
                     return e;
                 }
-                metrics.sent(frame.frame_len());
             }
         }
     }
