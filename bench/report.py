@@ -183,7 +183,8 @@ def main():
     print(echo)
     print(idle)
     print(fanout_table(rows))
-    if "--svg" in args:
+    # A run of only the fan-out leaves the chart of the last full run alone.
+    if "--svg" in args and (summary or idle_summary):
         with open(args[args.index("--svg") + 1], "w") as f:
             f.write(svg(summary, idle_summary))
 
