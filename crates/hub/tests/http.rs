@@ -38,7 +38,16 @@ async fn the_page_health_and_metrics_are_served() {
     echo.send(Message::text("ping")).await.unwrap();
     assert_eq!(recv_text(&mut echo).await, "ping");
 
-    let (status, head, metrics) = http_get(&hub, "/metrics").await;
+    // The broker records a message's fan-out latency on its own thread just after queueing
+    // it, so a scrape can race the recipient reading it: wait (bounded) for the count.
+    let (mut status, mut head, mut metrics) = http_get(&hub, "/metrics").await;
+    for _ in 0..50 {
+        if metrics.contains("duplex_fanout_latency_seconds_count 1\n") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        (status, head, metrics) = http_get(&hub, "/metrics").await;
+    }
     assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     for line in [
