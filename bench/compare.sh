@@ -18,7 +18,8 @@
 #   DURATION=3s WARMUP=1s ROUNDS=3     measured time, warm-up, repetitions
 #   SERVERS="duplex tokio-tungstenite fastwebsockets node-ws tcp"
 #   SCENARIOS="1x20B 100x20B 10x16KiB 1000x1KiB"
-#   IDLE_CONNECTIONS=10000             connections for the memory-per-connection run (0: skip)
+#   IDLE_CONNECTIONS=10000             connections for the memory-per-connection run (0: skip;
+#                                      tokio-floor, the runtime's own floor, runs here too)
 #   FANOUT="1000 10000"                subscriber counts for the fan-out runs ("": skip)
 #   OUT=target/bench-compare           where results go
 set -euo pipefail
@@ -81,6 +82,7 @@ start_server() {
     fastwebsockets) "$peers/fastwebsockets-echo" 0 >"$out" 2>"$work/server.err" & ;;
     node-ws) node bench/node/echo.js 0 >"$out" 2>"$work/server.err" & ;;
     tcp) "$peers/tcp-echo" 0 >"$out" 2>"$work/server.err" & ;;
+    tokio-floor) "$peers/tokio-floor" 0 >"$out" 2>"$work/server.err" & ;;
     *) echo "unknown server $name" >&2; return 1 ;;
   esac
   server_pid=$!
@@ -144,7 +146,9 @@ for round in $(seq "$ROUNDS"); do
 done
 
 if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
-  for server in "${servers[@]}"; do
+  # tokio-floor: a handshake and a task waiting on the socket, nothing else; the least any
+  # tokio server with a task per connection holds (idle run only: it does not echo).
+  for server in "${servers[@]}" tokio-floor; do
     [ "$server" = tcp ] && continue
     start_server "$server"
     log "idle memory: $IDLE_CONNECTIONS connections to $server"

@@ -11,13 +11,14 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVER_ORDER = ["duplex", "tokio-tungstenite", "fastwebsockets", "node-ws", "tcp"]
+SERVER_ORDER = ["duplex", "tokio-tungstenite", "fastwebsockets", "node-ws", "tcp", "tokio-floor"]
 COLORS = {
     "duplex": "#2b6cb0",
     "tokio-tungstenite": "#dd6b20",
     "fastwebsockets": "#38a169",
     "node-ws": "#805ad5",
     "tcp": "#718096",
+    "tokio-floor": "#a0aec0",
 }
 SCENARIO_TITLES = {
     "1x20B": "1 connection x 20 B (1 in flight)",

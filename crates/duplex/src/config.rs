@@ -1,5 +1,7 @@
 //! Limits and timeouts of a connection, with defaults chosen to be safe on the open internet.
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use duplex_proto::deflate::DeflateConfig;
@@ -164,4 +166,29 @@ impl Config {
             max_headers: self.max_headers,
         }
     }
+}
+
+/// A shared copy of `config`. Connections made with equal settings (the usual case: a server
+/// applies one configuration to every connection) share one allocation, so that an idle
+/// connection carries a pointer instead of the whole configuration. Each thread remembers the
+/// last few configurations it handed out.
+pub(crate) fn shared(config: Config) -> Arc<Config> {
+    const KEPT: usize = 4;
+    thread_local! {
+        static RECENT: RefCell<Vec<Arc<Config>>> = const { RefCell::new(Vec::new()) };
+    }
+    RECENT
+        .try_with(|recent| {
+            let mut recent = recent.borrow_mut();
+            if let Some(found) = recent.iter().find(|c| ***c == config) {
+                return found.clone();
+            }
+            let fresh = Arc::new(config);
+            if recent.len() == KEPT {
+                recent.remove(0);
+            }
+            recent.push(fresh.clone());
+            fresh
+        })
+        .unwrap_or_else(|_| Arc::new(config))
 }

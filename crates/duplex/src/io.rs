@@ -88,8 +88,8 @@ pub(crate) fn poll_read_more<R: AsyncRead + Unpin>(
     read
 }
 
-/// Read buffers of idle connections, per thread, for the next connection that has bytes to
-/// read.
+/// Buffers of idle connections, per thread, for the next connection that has bytes to read
+/// or a message to write.
 mod pool {
     use std::cell::RefCell;
 
@@ -156,8 +156,22 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin>(
     }
     if queue.is_empty() {
         ready!(Pin::new(io).poll_flush(cx))?;
+        // Everything is out: the buffer goes back to the pool (see [`lend_write_buffer`]).
+        if let Some(spare) = queue.take_spare() {
+            pool::give(spare);
+        }
     }
     Poll::Ready(Ok(()))
+}
+
+/// Gives `queue` a pooled buffer before a message is queued, if it has none. With
+/// [`poll_write_queue`] handing it back once everything is written, a connection holds a
+/// write buffer only while it has something to write, and a busy one allocates none per
+/// message.
+pub(crate) fn lend_write_buffer(queue: &mut SendQueue) {
+    if !queue.has_buffer() {
+        queue.provide(pool::take());
+    }
 }
 
 /// Reads and discards until the peer closes the transport (a client waiting for the server

@@ -59,10 +59,14 @@ enum State {
 
 /// Keepalive of one connection: pings after [`Config::ping_interval`] without receiving
 /// anything, fails it when the pong takes longer than [`Config::ping_timeout`], and measures
-/// the round-trip time on the way.
+/// the round-trip time on the way. Without an interval it holds nothing: its state is boxed,
+/// so that the many connections that do not ping carry one pointer.
 #[derive(Debug)]
-pub(crate) struct Keepalive {
-    interval: Option<Duration>,
+pub(crate) struct Keepalive(Option<Box<Pinger>>);
+
+#[derive(Debug)]
+struct Pinger {
+    interval: Duration,
     timeout: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     last_activity: Instant,
@@ -78,60 +82,77 @@ const PING_PREFIX: &[u8] = b"duplex-keepalive:";
 
 impl Keepalive {
     pub(crate) fn new(config: &Config) -> Self {
-        Keepalive {
-            interval: config.ping_interval,
-            timeout: config.ping_timeout,
-            timer: None,
-            last_activity: Instant::now(),
-            state: State::Idle,
-            next_id: 0,
-            rtt: None,
-            stamp: Arc::default(),
-        }
+        Keepalive(config.ping_interval.map(|interval| {
+            Box::new(Pinger {
+                interval,
+                timeout: config.ping_timeout,
+                timer: None,
+                last_activity: Instant::now(),
+                state: State::Idle,
+                next_id: 0,
+                rtt: None,
+                stamp: Arc::default(),
+            })
+        }))
     }
 
-    /// The stamp the sending side marks when it queues a keepalive ping.
+    /// The stamp the sending side marks when it queues a keepalive ping (a fresh one, never
+    /// marked, when keepalive is off).
     pub(crate) fn stamp(&self) -> Arc<PingStamp> {
-        self.stamp.clone()
+        self.0.as_ref().map(|p| p.stamp.clone()).unwrap_or_default()
     }
 
     /// Records that ping `id` was queued now (by the connection itself, not split).
     pub(crate) fn mark_sent(&self, id: u64) {
-        self.stamp.mark(id);
+        if let Some(p) = &self.0 {
+            p.stamp.mark(id);
+        }
     }
 
     /// The round-trip time measured by the last answered keepalive ping.
     pub(crate) fn rtt(&self) -> Option<Duration> {
-        self.rtt
+        self.0.as_ref().and_then(|p| p.rtt)
     }
 
     /// Bytes arrived: the connection is not idle.
     pub(crate) fn activity(&mut self) {
-        if self.interval.is_some() {
-            self.last_activity = Instant::now();
+        if let Some(p) = &mut self.0 {
+            p.last_activity = Instant::now();
         }
     }
 
     /// A pong arrived; if it answers the outstanding keepalive ping, the wait is over.
     pub(crate) fn pong(&mut self, payload: &[u8]) {
-        let State::Waiting { id, asked } = self.state else {
+        let Some(p) = &mut self.0 else {
+            return;
+        };
+        let State::Waiting { id, asked } = p.state else {
             return;
         };
         if payload.strip_prefix(PING_PREFIX) != Some(&id.to_be_bytes()[..]) {
             return;
         }
         let now = Instant::now();
-        let sent = self.stamp.sent_at(id).unwrap_or(asked);
-        self.rtt = Some(now.saturating_duration_since(sent));
-        self.state = State::Idle;
-        self.last_activity = now;
+        let sent = p.stamp.sent_at(id).unwrap_or(asked);
+        p.rtt = Some(now.saturating_duration_since(sent));
+        p.state = State::Idle;
+        p.last_activity = now;
     }
 
-    /// Polls the timer; `Pending` registers the waker for the next deadline.
+    /// Polls the timer; `Pending` registers the waker for the next deadline (never ready when
+    /// keepalive is off).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
-        let Some(interval) = self.interval else {
-            return Poll::Pending;
-        };
+        match &mut self.0 {
+            Some(p) => p.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Pinger {
+    /// Polls the timer; `Pending` registers the waker for the next deadline.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        let interval = self.interval;
         loop {
             let now = Instant::now();
             // When the timer should fire, and what firing means.
@@ -200,26 +221,23 @@ enum Fire {
 
 /// Cuts off a peer that stops reading: armed when a write cannot proceed, restarted by any
 /// progress, fires after [`Config::write_timeout`] without a byte written.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct WriteStall {
-    timeout: Option<Duration>,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
 impl WriteStall {
-    pub(crate) fn new(config: &Config) -> Self {
-        WriteStall {
-            timeout: config.write_timeout,
-            timer: None,
-            armed: false,
-        }
-    }
-
     /// A write attempt returned `Pending`; `progressed` says whether it wrote anything first.
-    /// Returns whether the peer has now failed to read for the whole timeout.
-    pub(crate) fn stalled(&mut self, progressed: bool, cx: &mut Context<'_>) -> bool {
-        let Some(timeout) = self.timeout else {
+    /// Returns whether the peer has now failed to read for the whole `timeout` (the
+    /// connection's [`Config::write_timeout`]; never with `None`).
+    pub(crate) fn stalled(
+        &mut self,
+        progressed: bool,
+        timeout: Option<Duration>,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let Some(timeout) = timeout else {
             return false;
         };
         if !self.armed || progressed {

@@ -21,7 +21,7 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
-use crate::io::{poll_read_message, poll_write_queue, ReadOutcome};
+use crate::io::{lend_write_buffer, poll_read_message, poll_write_queue, ReadOutcome};
 use crate::keepalive::{Due, Keepalive, PingStamp, Tracked, WriteStall};
 use crate::{Config, Error, PreparedMessage, Result, WebSocket};
 
@@ -71,7 +71,7 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
     rx: Receiver,
     tx: Sender,
     read_buf: BytesMut,
-    config: Config,
+    config: Arc<Config>,
     role: Role,
     protocol: Option<String>,
     keepalive: Keepalive,
@@ -95,7 +95,7 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
             io: write_io,
             tx,
             control: control_rx,
-            stall: WriteStall::new(&config),
+            stall: WriteStall::default(),
             config,
             role,
             protocol,
@@ -141,7 +141,7 @@ pub struct WebSocketWriter<S> {
     io: WriteHalf<S>,
     tx: Sender,
     control: mpsc::UnboundedReceiver<Control>,
-    config: Config,
+    config: Arc<Config>,
     role: Role,
     protocol: Option<String>,
     peer_closed: bool,
@@ -281,6 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
+        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         self.flush().await
     }
@@ -291,6 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
+        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         Ok(())
     }
@@ -406,7 +408,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => {
                 let progressed = io.wrote;
-                if !self.stall.stalled(progressed, cx) {
+                if !self
+                    .stall
+                    .stalled(progressed, self.config.write_timeout, cx)
+                {
                     return Poll::Pending;
                 }
                 self.break_off();
@@ -483,6 +488,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
         let this = self.get_mut();
         this.check_queue()?;
+        lend_write_buffer(this.tx.queue());
         this.tx.send(msg)?;
         Ok(())
     }

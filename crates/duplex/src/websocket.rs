@@ -3,6 +3,7 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,7 +17,9 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::io::{poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome};
+use crate::io::{
+    lend_write_buffer, poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome,
+};
 use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
 use crate::{Config, Error, PreparedMessage, Result};
@@ -49,12 +52,14 @@ pub struct WebSocket<S> {
     rx: Receiver,
     tx: Sender,
     read_buf: BytesMut,
-    config: Config,
+    /// Shared with every connection made with the same settings ([`crate::config::shared`]).
+    config: Arc<Config>,
     role: Role,
     protocol: Option<String>,
     deflate: Option<DeflateParams>,
-    /// A message held back until the frames it caused (pong, close reply) are written.
-    held: Option<Result<Message>>,
+    /// A message held back until the frames it caused (pong, close reply) are written. Boxed:
+    /// it is rarely there, and an idle connection should not carry room for it.
+    held: Option<Box<Result<Message>>>,
     /// Started when this side sends a close frame: bounds the wait for the peer's answer.
     close_timer: Option<Pin<Box<Sleep>>>,
     /// The stream has ended.
@@ -94,7 +99,7 @@ where
             rx: Receiver::new(role, config.proto()),
             tx: Sender::new(role),
             read_buf: leftover,
-            config,
+            config: crate::config::shared(config),
             role,
             protocol: None,
             deflate: None,
@@ -103,7 +108,7 @@ where
             terminated: false,
             shut_down: false,
             keepalive: Keepalive::new(&config),
-            stall: WriteStall::new(&config),
+            stall: WriteStall::default(),
             broken: false,
         }
     }
@@ -176,6 +181,7 @@ where
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
+        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         Ok(())
     }
@@ -289,7 +295,7 @@ where
         rx: Receiver,
         tx: Sender,
         read_buf: BytesMut,
-        config: Config,
+        config: Arc<Config>,
         role: Role,
         protocol: Option<String>,
         keepalive: Keepalive,
@@ -308,7 +314,7 @@ where
             terminated: false,
             shut_down: false,
             keepalive,
-            stall: WriteStall::new(&config),
+            stall: WriteStall::default(),
             broken: false,
         }
     }
@@ -393,11 +399,11 @@ where
                     if this.tx.buffered() == before {
                         return Poll::Ready(Some(Ok(msg)));
                     }
-                    this.held = Some(Ok(msg));
+                    this.held = Some(Box::new(Ok(msg)));
                 }
                 ReadOutcome::Protocol(e) => {
                     this.tx.fail(&e);
-                    this.held = Some(Err(e.into()));
+                    this.held = Some(Box::new(Err(e.into())));
                 }
                 ReadOutcome::Finished => {}
                 ReadOutcome::Eof => {
@@ -438,7 +444,7 @@ where
                         if this.rx.is_finished() {
                             // The peer closed first and may already have dropped the
                             // transport; what it said (the held close frame) is what counts.
-                            return Poll::Ready(Err(this.held.take()));
+                            return Poll::Ready(Err(this.held.take().map(|held| *held)));
                         }
                         this.held = None;
                         return Poll::Ready(Err(Some(Err(e.into()))));
@@ -446,7 +452,10 @@ where
                     // A close reply or a failure's close frame must be out before the
                     // application hears of it; a pong may wait while reading continues.
                     Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
-                        if this.stall.stalled(progressed, cx) {
+                        if this
+                            .stall
+                            .stalled(progressed, this.config.write_timeout, cx)
+                        {
                             return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
                         }
                         if !this.poll_close_timer(cx) {
@@ -456,7 +465,10 @@ where
                         return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
                     }
                     Poll::Pending => {
-                        if this.stall.stalled(progressed, cx) {
+                        if this
+                            .stall
+                            .stalled(progressed, this.config.write_timeout, cx)
+                        {
                             return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
                         }
                     }
@@ -472,7 +484,7 @@ where
                         return Poll::Pending;
                     }
                 }
-                return Poll::Ready(Err(Some(item)));
+                return Poll::Ready(Err(Some(*item)));
             }
             if this.terminated {
                 return Poll::Ready(Err(None));
@@ -528,7 +540,10 @@ where
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
             Poll::Pending => {
                 let progressed = io.wrote;
-                if self.stall.stalled(progressed, cx) {
+                if self
+                    .stall
+                    .stalled(progressed, self.config.write_timeout, cx)
+                {
                     Poll::Ready(Err(self.fail_stalled(cx)))
                 } else {
                     Poll::Pending
@@ -614,6 +629,7 @@ where
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
         let this = self.get_mut();
         this.check_queue()?;
+        lend_write_buffer(this.tx.queue());
         this.tx.send(msg)?;
         Ok(())
     }

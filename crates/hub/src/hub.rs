@@ -186,7 +186,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                     }
                 }
             };
-            routes::handle(stream, peer, shared, admitted).await;
+            let session = Box::pin(routes::handle(stream, peer, shared, admitted)).await;
+            if let Some(session) = session {
+                session.await;
+            }
             drop(guard);
         });
     }

@@ -2,7 +2,9 @@
 //! HTTP (page, health, metrics) or upgrade it to the echo or a chat endpoint after the
 //! auth checks.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -78,14 +80,21 @@ enum Endpoint {
     Chat(String),
 }
 
-/// Serves one connection (TLS already terminated, if any). `admitted` is false when the hub is at its connection limit:
-/// the request is then read and answered with 503, so the client learns why.
+/// A WebSocket session, ready to run once its handshake is done. Boxed so that a connection's
+/// task holds only the step it is in: the handshake's state is freed before the session starts,
+/// and an idle session keeps only its own (see docs/BENCHMARKS.md, memory per idle connection).
+pub(crate) type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Answers one connection's request (TLS already terminated, if any): plain HTTP routes are
+/// served here; an upgrade returns the WebSocket session to run. `admitted` is false when the
+/// hub is at its connection limit: the request is then read and answered with 503, so the
+/// client learns why.
 pub(crate) async fn handle(
     stream: MaybeTlsStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     admitted: bool,
-) {
+) -> Option<SessionFuture> {
     let config = &shared.config;
     let mut handshake = match Box::pin(Handshake::read(stream, config.chat_ws())).await {
         Ok(h) => h,
@@ -95,7 +104,7 @@ pub(crate) async fn handle(
                 shared.metrics.reject(Rejection::BadRequest);
             }
             debug!(%peer, "request not read: {e}");
-            return;
+            return None;
         }
     };
     let request = handshake.request();
@@ -109,16 +118,22 @@ pub(crate) async fn handle(
         )
         .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         let _ = Box::pin(handshake.respond(refusal.into_response())).await;
-        return;
+        return None;
     }
     let endpoint = match (path.as_str(), is_upgrade(request)) {
         ("/echo", _) => Endpoint::Echo,
         ("/", true) => Endpoint::Chat("general".to_owned()),
         (p, true) => match p.strip_prefix("/rooms/") {
             Some(room) if valid_room(room) => Endpoint::Chat(room.to_owned()),
-            _ => return Box::pin(not_found(handshake, &shared, peer)).await,
+            _ => {
+                Box::pin(not_found(handshake, &shared, peer)).await;
+                return None;
+            }
         },
-        (_, false) => return Box::pin(serve_page(handshake, &shared, peer)).await,
+        (_, false) => {
+            Box::pin(serve_page(handshake, &shared, peer)).await;
+            return None;
+        }
     };
     if matches!(endpoint, Endpoint::Echo) {
         handshake.set_config(config.echo_ws());
@@ -149,33 +164,46 @@ pub(crate) async fn handle(
         Ok(ws) => ws,
         Err(duplex::Error::Rejected(status)) => {
             info!(%peer, %path, %status, "upgrade refused");
-            return;
+            return None;
         }
         Err(e) => {
             shared.metrics.reject(Rejection::BadRequest);
             debug!(%peer, %path, "upgrade failed: {e}");
-            return;
+            return None;
         }
     };
-    shared.metrics.connections_open.fetch_add(1, Relaxed);
-    match endpoint {
+    let open = OpenSession::new(&shared.metrics);
+    Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
             info!(%peer, "echo connection opened");
-            // Each step is boxed: the connection's task then keeps only the current step's
-            // state, not room for the largest state of any step (7.8 KiB per idle echo
-            // connection when they were inline; see docs/BENCHMARKS.md).
-            Box::pin(crate::echo::run(
-                ws,
-                peer,
-                shared.metrics.clone(),
-                shared.shutdown.clone(),
-            ))
-            .await;
+            let shutdown = shared.shutdown.clone();
+            Box::pin(crate::echo::run(ws, peer, open, shutdown))
         }
-        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, &shared)).await,
+        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, shared, open)),
+    })
+}
+
+/// Counts an open WebSocket in the metrics while it lives.
+#[derive(Debug)]
+pub(crate) struct OpenSession(Arc<Metrics>);
+
+impl OpenSession {
+    pub(crate) fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.connections_open.fetch_add(1, Relaxed);
+        OpenSession(metrics.clone())
     }
-    shared.metrics.connections_open.fetch_sub(1, Relaxed);
+
+    /// The hub's counters.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.0
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
 }
 
 async fn chat(
@@ -183,7 +211,8 @@ async fn chat(
     peer: SocketAddr,
     room: String,
     plain_name: Option<String>,
-    shared: &Shared,
+    shared: Arc<Shared>,
+    _open: OpenSession,
 ) {
     shared.metrics.chat_connections_total.fetch_add(1, Relaxed);
     let id = shared.next_id.fetch_add(1, Relaxed);

@@ -62,12 +62,15 @@ pub struct Receiver {
     role: Role,
     config: Config,
     decode: Decode,
-    partial: Option<Partial>,
+    /// A fragmented message being assembled (boxed: most messages come in one frame, and an
+    /// idle connection should not carry room for one).
+    partial: Option<Box<Partial>>,
     utf8: Utf8Validator,
     /// Text bytes were validated while still in the caller's buffer, which safe code can
     /// rewrite before the frame completes: the finished message must be checked again.
     exposed: bool,
-    inflater: Option<Inflater>,
+    /// Boxed: most connections do not negotiate compression.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl Receiver {
@@ -121,7 +124,7 @@ impl Receiver {
     /// Turns on permessage-deflate with the agreed parameters: RSV1 on the first frame of a
     /// data message then means "compressed" (RFC 7692 section 6).
     pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
-        self.inflater = params.map(Inflater::new);
+        self.inflater = params.map(|p| Box::new(Inflater::new(p)));
     }
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
@@ -244,7 +247,7 @@ impl Receiver {
                 if head.fin {
                     return Ok(Some(self.finish(partial)?));
                 }
-                self.partial = Some(partial);
+                self.partial = Some(Box::new(partial));
                 Ok(None)
             }
             OpCode::Continuation => {
@@ -253,7 +256,7 @@ impl Receiver {
                 };
                 self.append(&mut partial, payload)?;
                 if head.fin {
-                    return Ok(Some(self.finish(partial)?));
+                    return Ok(Some(self.finish(*partial)?));
                 }
                 self.partial = Some(partial);
                 Ok(None)

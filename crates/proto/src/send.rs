@@ -68,6 +68,36 @@ impl SendQueue {
         }
     }
 
+    /// Hands out the buffer of an empty queue, for the caller to keep elsewhere while the
+    /// connection is idle (the queue allocates again when next used, unless
+    /// [`SendQueue::provide`] gives it one).
+    ///
+    /// ```
+    /// use duplex_proto::send::SendQueue;
+    /// let mut queue = SendQueue::default();
+    /// queue.push_bytes(bytes::Bytes::from_static(b"hi"));
+    /// assert!(queue.take_spare().is_none()); // not empty yet
+    /// bytes::Buf::advance(&mut queue, 2);
+    /// let spare = queue.take_spare().unwrap();
+    /// assert!(spare.is_empty() && spare.capacity() > 0);
+    /// ```
+    pub fn take_spare(&mut self) -> Option<bytes::BytesMut> {
+        (self.is_empty() && self.tail.capacity() > 0).then(|| std::mem::take(&mut self.tail))
+    }
+
+    /// Whether the queue has a buffer to append small frames to.
+    pub fn has_buffer(&self) -> bool {
+        self.tail.capacity() > 0
+    }
+
+    /// Gives the queue an empty buffer to append to, if it has none (a reused buffer saves
+    /// an allocation); otherwise `buf` is dropped.
+    pub fn provide(&mut self, buf: bytes::BytesMut) {
+        if self.tail.capacity() == 0 && buf.is_empty() {
+            self.tail = buf;
+        }
+    }
+
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         self.chunked + self.tail.len()
@@ -143,7 +173,8 @@ pub struct Sender {
     close_sent: bool,
     /// `Some(is_text)` while the application is sending a fragmented message.
     fragmenting: Option<bool>,
-    deflater: Option<Deflater>,
+    /// Boxed: most connections do not negotiate compression.
+    deflater: Option<Box<Deflater>>,
 }
 
 impl Sender {
@@ -163,7 +194,7 @@ impl Sender {
     /// [`Sender::send_fragment`] and prepared frames go uncompressed, which the extension
     /// allows per message.
     pub fn set_deflate(&mut self, params: Option<&DeflateParams>) {
-        self.deflater = params.map(Deflater::new);
+        self.deflater = params.map(|p| Box::new(Deflater::new(p)));
     }
 
     /// Queues a message as one frame. Sending [`Message::Close`] starts the close handshake.

@@ -16,7 +16,9 @@ async fn main() -> std::io::Result<()> {
             };
             let (write, read) = ws.split();
             let _ = read
-                .try_filter(|m| std::future::ready(matches!(m, Message::Text(_) | Message::Binary(_))))
+                .try_filter(|m| {
+                    std::future::ready(matches!(m, Message::Text(_) | Message::Binary(_)))
+                })
                 .forward(write)
                 .await;
         });
