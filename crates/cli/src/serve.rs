@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -55,8 +56,19 @@ pub struct ServeArgs {
     /// PEM file with the TLS private key (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Seconds without traffic after which an /echo connection gives up its task until it
+    /// has something to read (less memory per idle connection); 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
+    park_after: f64,
     #[command(flatten)]
     deflate: crate::deflate_args::DeflateArgs,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("expected seconds between 0 and 86400, got {s:?}")),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -67,6 +79,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .rate_limit(args.rate_limit)
         .history_limit(args.history_limit)
         .send_queue(args.send_queue)
+        .park_after((args.park_after > 0.0).then(|| Duration::from_secs_f64(args.park_after)))
         .websocket(duplex::Config::default().deflate(args.deflate.config()));
     if let Some(token) = &args.token {
         config = config.token(token.clone());

@@ -164,6 +164,11 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin>(
     Poll::Ready(Ok(()))
 }
 
+/// Returns an empty buffer to the per-thread pool (or frees it when the pool is full).
+pub(crate) fn recycle(buf: BytesMut) {
+    pool::give(buf);
+}
+
 /// Gives `queue` a pooled buffer before a message is queued, if it has none. With
 /// [`poll_write_queue`] handing it back once everything is written, a connection holds a
 /// write buffer only while it has something to write, and a busy one allocates none per

@@ -73,7 +73,32 @@ struct Pinger {
     state: State,
     next_id: u64,
     rtt: Option<Duration>,
-    stamp: Arc<PingStamp>,
+    stamp: Stamp,
+}
+
+/// When the outstanding ping was queued: kept in place while the connection is whole, shared
+/// with the writing half once split.
+#[derive(Debug)]
+enum Stamp {
+    Own(Option<(u64, Instant)>),
+    Shared(Arc<PingStamp>),
+}
+
+impl Stamp {
+    fn mark(&mut self, id: u64) {
+        match self {
+            Stamp::Own(slot) => *slot = Some((id, Instant::now())),
+            Stamp::Shared(shared) => shared.mark(id),
+        }
+    }
+
+    fn sent_at(&self, id: u64) -> Option<Instant> {
+        match self {
+            Stamp::Own(Some((sent, at))) if *sent == id => Some(*at),
+            Stamp::Own(_) => None,
+            Stamp::Shared(shared) => shared.sent_at(id),
+        }
+    }
 }
 
 /// Keepalive pings carry this prefix and an 8-byte id, so that their pongs are told apart from
@@ -91,20 +116,50 @@ impl Keepalive {
                 state: State::Idle,
                 next_id: 0,
                 rtt: None,
-                stamp: Arc::default(),
+                stamp: Stamp::Own(None),
             })
         }))
     }
 
-    /// The stamp the sending side marks when it queues a keepalive ping (a fresh one, never
-    /// marked, when keepalive is off).
-    pub(crate) fn stamp(&self) -> Arc<PingStamp> {
-        self.0.as_ref().map(|p| p.stamp.clone()).unwrap_or_default()
+    /// Whether no ping awaits its pong (always, when keepalive is off).
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|p| matches!(p.state, State::Idle))
+    }
+
+    /// When the next ping is due if nothing arrives before (`None` when keepalive is off or
+    /// a ping is outstanding).
+    pub(crate) fn next_ping(&self) -> Option<Instant> {
+        let p = self.0.as_ref()?;
+        matches!(p.state, State::Idle).then(|| p.last_activity + p.interval)
+    }
+
+    /// Frees the timer (polling sets it again).
+    pub(crate) fn release_timer(&mut self) {
+        if let Some(p) = &mut self.0 {
+            p.timer = None;
+        }
+    }
+
+    /// The stamp the sending side marks when it queues a keepalive ping, shared from now on
+    /// (a connection being split); a fresh one, never marked, when keepalive is off.
+    pub(crate) fn share_stamp(&mut self) -> Arc<PingStamp> {
+        let Some(p) = &mut self.0 else {
+            return Arc::default();
+        };
+        if let Stamp::Own(slot) = p.stamp {
+            p.stamp = Stamp::Shared(Arc::new(PingStamp(Mutex::new(slot))));
+        }
+        match &p.stamp {
+            Stamp::Shared(shared) => shared.clone(),
+            Stamp::Own(_) => Arc::default(),
+        }
     }
 
     /// Records that ping `id` was queued now (by the connection itself, not split).
-    pub(crate) fn mark_sent(&self, id: u64) {
-        if let Some(p) = &self.0 {
+    pub(crate) fn mark_sent(&mut self, id: u64) {
+        if let Some(p) = &mut self.0 {
             p.stamp.mark(id);
         }
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::future::poll_fn;
+use std::pin::Pin;
 
 use bytes::BytesMut;
 use duplex_proto::deflate::negotiate;
@@ -14,8 +15,10 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 
-use crate::io::poll_read_more;
 use crate::{Config, Error, Result, WebSocket};
+
+/// Growth step of the buffer a request head is read into.
+const HEAD_CHUNK: usize = 1024;
 
 /// An HTTP response that refuses an upgrade, returned by an [`accept_with`] callback.
 ///
@@ -148,13 +151,21 @@ where
     }
 
     async fn read_at(mut io: S, config: Config, deadline: Instant) -> Result<Self> {
-        let mut buf = BytesMut::with_capacity(1024);
+        // A small buffer, grown 1 KiB at a time up to the head limit: heads are a few hundred
+        // bytes, and a server accepting many connections at once should not hold a frame-sized
+        // read buffer for each handshake in progress.
+        let mut buf = BytesMut::with_capacity(HEAD_CHUNK);
         let parsed = timeout_at(deadline, async {
             loop {
                 if let Some(done) = parse_request(&buf, config.head_limits())? {
                     return Ok(done);
                 }
-                let n = poll_fn(|cx| poll_read_more(&mut io, 1024, &mut buf, cx)).await?;
+                if buf.len() == buf.capacity() {
+                    buf.reserve(HEAD_CHUNK);
+                }
+                let n =
+                    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf))
+                        .await?;
                 if n == 0 {
                     return Err(Error::Handshake(HandshakeError::Malformed(
                         "connection closed before the request was complete".into(),
@@ -173,6 +184,11 @@ where
             Ok(Err(e)) => return Err(e),
         };
         let _ = buf.split_to(len);
+        if buf.is_empty() {
+            // No frame bytes came with the head: the connection takes a pooled read buffer
+            // when it next reads, and holds none until then.
+            buf = BytesMut::new();
+        }
         Ok(Handshake {
             io,
             buf,

@@ -74,12 +74,12 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<Config>,
     role: Role,
     protocol: Option<String>,
-    keepalive: Keepalive,
+    mut keepalive: Keepalive,
 ) -> (WebSocketReader<S>, WebSocketWriter<S>) {
     let (read_io, write_io) = tokio::io::split(io);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let pong = Arc::new(PongSlot::default());
-    let stamp = keepalive.stamp();
+    let stamp = keepalive.share_stamp();
     (
         WebSocketReader {
             io: read_io,

@@ -255,6 +255,66 @@ where
         self.tx.buffered()
     }
 
+    /// Whether nothing is in progress: no received bytes waiting to be decoded, no message
+    /// half received or half sent, nothing queued to write, no closing handshake, no
+    /// keepalive ping awaiting its pong. The connection's next event can then only come from
+    /// the transport, or from the keepalive when its next ping is due
+    /// ([`WebSocket::next_keepalive_ping`]).
+    ///
+    /// A server with many quiet connections can use this to keep one without a task of its
+    /// own: [`WebSocket::park`] it, wait for the transport to become readable (for a TCP
+    /// stream, [`tokio::net::TcpStream::poll_read_ready`]) or for the next keepalive ping,
+    /// then go on reading it. `duplex serve` parks idle `/echo` connections this way.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use duplex::{Message, Role, WebSocket};
+    /// use futures_util::SinkExt;
+    /// let (a, b) = tokio::io::duplex(1024);
+    /// let mut client = WebSocket::from_raw(a, Role::Client, Default::default(), Default::default());
+    /// let server = WebSocket::from_raw(b, Role::Server, Default::default(), Default::default());
+    /// assert!(server.is_idle() && client.is_idle());
+    /// client.feed(Message::text("queued")).await.unwrap();
+    /// assert!(!client.is_idle()); // a frame waits to be written
+    /// # });
+    /// ```
+    pub fn is_idle(&self) -> bool {
+        self.read_buf.is_empty()
+            && self.rx.is_between_messages()
+            && self.tx.buffered() == 0
+            && !self.tx.is_fragmenting()
+            && !self.tx.is_close_sent()
+            && self.held.is_none()
+            && self.close_timer.is_none()
+            && self.keepalive.is_quiet()
+            && !self.terminated
+            && !self.shut_down
+            && !self.broken
+    }
+
+    /// Prepares an idle connection ([`WebSocket::is_idle`]) to be set aside without a task:
+    /// frees its buffers and timers, which come back when it is next read or written. Returns
+    /// `false`, changing nothing, when the connection is not idle.
+    pub fn park(&mut self) -> bool {
+        if !self.is_idle() {
+            return false;
+        }
+        crate::io::recycle(std::mem::take(&mut self.read_buf));
+        if let Some(spare) = self.tx.queue().take_spare() {
+            crate::io::recycle(spare);
+        }
+        self.keepalive.release_timer();
+        self.stall = WriteStall::default();
+        true
+    }
+
+    /// When the keepalive sends its next ping if nothing arrives before: a connection set
+    /// aside (see [`WebSocket::park`]) must be read again by then. `None` when keepalive is
+    /// off or a ping awaits its pong.
+    pub fn next_keepalive_ping(&self) -> Option<std::time::Instant> {
+        self.keepalive.next_ping().map(|at| at.into_std())
+    }
+
     /// The round-trip time measured by the last keepalive ping that was answered, `None`
     /// before the first one (see [`Config::ping_interval`]). Pings are sent only after the
     /// connection has been idle, and only while the application reads (`recv` or the

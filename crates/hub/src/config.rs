@@ -53,6 +53,10 @@ pub struct HubConfig {
     /// Time connections get to close during a graceful shutdown before they are dropped
     /// (default 10 s).
     pub shutdown_timeout: Duration,
+    /// Quiet time after which an `/echo` connection over plain TCP is parked: it gives up its
+    /// task until it has something to read, which takes an idle connection from about 1.9 to
+    /// under 1 KiB of server memory (default 1 s; `None`: never).
+    pub park_after: Option<Duration>,
     /// TLS for `https://` and `wss://` (see [`duplex::tls::server_config_from_pem`]); `None`
     /// serves plain HTTP and `ws://`.
     pub tls: Option<std::sync::Arc<duplex::tls::rustls::ServerConfig>>,
@@ -79,6 +83,7 @@ impl HubConfig {
             tls: None,
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            park_after: Some(Duration::from_secs(1)),
             websocket: duplex::Config::default(),
         }
     }
@@ -152,6 +157,12 @@ impl HubConfig {
     /// Sets [`HubConfig::shutdown_timeout`].
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Sets [`HubConfig::park_after`].
+    pub fn park_after(mut self, after: Option<Duration>) -> Self {
+        self.park_after = after;
         self
     }
 

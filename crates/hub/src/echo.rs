@@ -2,59 +2,115 @@
 //! tests the server with).
 
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::Duration;
 
 use duplex::{CloseCode, CloseFrame, MaybeTlsStream, Message, WebSocket};
 use futures_util::Sink;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 use tracing::info;
 
 use crate::close::CLOSE_SHUTDOWN;
 use crate::metrics::Metrics;
-use crate::routes::OpenSession;
+use crate::parking::{EchoConnection, Lot};
 
-/// Echoes until the client closes or the hub shuts down, then logs how it ended.
+/// Where and when an idle echo connection is parked.
+#[derive(Debug, Clone)]
+pub(crate) struct Parking {
+    pub(crate) lot: Lot,
+    /// Quiet time after which a connection is parked.
+    pub(crate) after: Duration,
+}
+
+/// Echoes until the client closes or the hub shuts down, then logs how it ended; or, with
+/// `parking`, until the connection has been quiet long enough to be parked (the lot starts a
+/// new session for it when it has something to read).
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// keeps a second copy of its by-value arguments in its state (rust-lang/rust#62958), which
-/// for the WebSocket alone is a kilobyte more per idle connection.
+/// for the WebSocket alone is a few hundred bytes more per connection.
 // The point is the shape clippy would undo (see above).
 #[allow(clippy::manual_async_fn)]
 pub(crate) fn run(
-    mut ws: WebSocket<MaybeTlsStream>,
-    peer: SocketAddr,
-    open: OpenSession,
+    mut session: EchoConnection,
     mut shutdown: watch::Receiver<bool>,
+    parking: Option<Parking>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let started = Instant::now();
+        let park_after = parking.as_ref().map(|p| p.after);
         let outcome = tokio::select! {
-            result = echo(&mut ws, open.metrics()) => Some(result),
+            result = echo(&mut session.ws, session.open.metrics(), park_after) => Some(result),
             _ = shutdown.wait_for(|stopping| *stopping) => None,
         };
         let reason = match outcome {
-            Some(Ok(())) => "closed by peer".to_owned(),
-            Some(Err(e)) => format!("ended: {e}"),
-            None => {
-                let frame = CloseFrame::new(CloseCode(CLOSE_SHUTDOWN), "server shutting down");
-                // Boxed: the closing handshake's state need not be room in every session.
-                let _ = Box::pin(ws.close(Some(frame))).await;
-                "closed by server (server shutting down)".to_owned()
+            Some(Ok(Ended::Quiet)) => {
+                let Some(parking) = parking else { return };
+                match parking.lot.park(session) {
+                    Ok(()) => return,
+                    // The lot is closed: the hub is shutting down.
+                    Err(back) => session = *back,
+                }
+                close_for_shutdown(&mut session.ws).await
             }
+            Some(Ok(Ended::Closed)) => "closed by peer".to_owned(),
+            Some(Err(e)) => format!("ended: {e}"),
+            None => close_for_shutdown(&mut session.ws).await,
         };
         info!(
-            %peer,
-            secs = started.elapsed().as_secs_f32(),
+            peer = %session.peer,
+            secs = session.opened.elapsed().as_secs_f32(),
             %reason,
             "echo connection closed"
         );
     }
 }
 
-async fn echo(ws: &mut WebSocket<MaybeTlsStream>, metrics: &Metrics) -> duplex::Result<()> {
-    while let Some(msg) = ws.recv().await {
+async fn close_for_shutdown(ws: &mut WebSocket<MaybeTlsStream>) -> String {
+    let frame = CloseFrame::new(CloseCode(CLOSE_SHUTDOWN), "server shutting down");
+    // Boxed: the closing handshake's state need not be room in every session.
+    let _ = Box::pin(ws.close(Some(frame))).await;
+    "closed by server (server shutting down)".to_owned()
+}
+
+/// How an echo loop ended without an error.
+enum Ended {
+    /// The peer closed.
+    Closed,
+    /// Quiet for the parking time, and idle: the connection is parked.
+    Quiet,
+}
+
+async fn echo(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    metrics: &Metrics,
+    park_after: Option<Duration>,
+) -> duplex::Result<Ended> {
+    // Only plain TCP is parked (see parking.rs).
+    let plain = matches!(ws.get_ref(), MaybeTlsStream::Plain(_));
+    let mut quiet = park_after.filter(|_| plain).map(Quiet::new);
+    loop {
+        let msg = match &mut quiet {
+            None => ws.recv().await,
+            Some(quiet) => tokio::select! {
+                biased;
+                msg = ws.recv() => msg,
+                () = quiet.elapsed() => {
+                    if ws.park() {
+                        return Ok(Ended::Quiet);
+                    }
+                    // Something is in progress (a keepalive ping awaits its pong, say).
+                    quiet.touch();
+                    continue;
+                }
+            },
+        };
+        let Some(msg) = msg else {
+            return Ok(Ended::Closed);
+        };
+        if let Some(quiet) = &mut quiet {
+            quiet.touch();
+        }
         let msg = msg?;
         let len = match &msg {
             Message::Text(t) => t.len(),
@@ -65,12 +121,47 @@ async fn echo(ws: &mut WebSocket<MaybeTlsStream>, metrics: &Metrics) -> duplex::
         // Queued, not flushed: `recv` writes the queue before it next waits for the socket, so
         // a burst of messages read at once is echoed with one write. `poll_ready` waits only
         // while the peer leaves too much unread; no future holding the message is kept
-        // (`SinkExt::feed` would add its size to every idle connection).
+        // (`SinkExt::feed` would add its size to every session).
         poll_fn(|cx| Pin::new(&mut *ws).poll_ready(cx)).await?;
         Pin::new(&mut *ws).start_send(msg)?;
         metrics.sent(len);
     }
-    Ok(())
+}
+
+/// Tells when a connection has received nothing for a while. The timer is not reset for
+/// every message (a timer-wheel update each time): it fires at the old deadline, and is set
+/// again from the time of the last message.
+struct Quiet {
+    after: Duration,
+    last: tokio::time::Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl Quiet {
+    fn new(after: Duration) -> Self {
+        Quiet {
+            after,
+            last: tokio::time::Instant::now(),
+            timer: Box::pin(tokio::time::sleep(after)),
+        }
+    }
+
+    /// Something arrived.
+    fn touch(&mut self) {
+        self.last = tokio::time::Instant::now();
+    }
+
+    /// Completes once nothing has arrived for `after`.
+    async fn elapsed(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let due = self.last + self.after;
+            if due <= tokio::time::Instant::now() {
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -80,11 +171,12 @@ mod tests {
     use duplex::{MaybeTlsStream, Role, WebSocket};
 
     use crate::metrics::Metrics;
-    use crate::routes::OpenSession;
+    use crate::parking::EchoConnection;
+    use crate::routes::{OpenConnections, OpenSession};
 
-    /// What an idle echo connection costs beyond its socket and task is this future (boxed by
-    /// the connection's task, docs/BENCHMARKS.md): it once held two copies of the WebSocket
-    /// (an `async fn` argument is kept twice) and a `Feed` future with a message slot.
+    /// A connection that is quiet but not yet parked costs this future (boxed by the
+    /// connection's task, docs/BENCHMARKS.md): it once held two copies of the WebSocket (an
+    /// `async fn` argument is kept twice) and a `Feed` future with a message slot.
     #[tokio::test]
     async fn an_idle_echo_session_stays_small() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -97,9 +189,21 @@ mod tests {
             Default::default(),
             Default::default(),
         );
-        let open = OpenSession::new(&Arc::new(Metrics::default()));
+        let (guard, _) = Arc::new(OpenConnections::default()).enter(1);
+        let open = OpenSession::new(&Arc::new(Metrics::default()), guard);
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        let session = super::run(ws, "127.0.0.1:1".parse().unwrap(), open, shutdown);
+        let (lot, _entrance) = crate::parking::lot();
+        let parked = EchoConnection {
+            ws,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            open,
+            opened: std::time::Instant::now(),
+        };
+        let parking = super::Parking {
+            lot,
+            after: std::time::Duration::from_secs(1),
+        };
+        let session = super::run(parked, shutdown, Some(parking));
         let size = std::mem::size_of_val(&session);
         assert!(size <= 1024, "echo session future is {size} bytes");
     }

@@ -15,8 +15,10 @@ use tracing::{debug, info, warn};
 
 use crate::broker::Broker;
 use crate::config::HubConfig;
+use crate::echo::{self, Parking};
 use crate::error::{HubError, Result};
 use crate::metrics::Metrics;
+use crate::parking::{self, Entrance};
 use crate::routes::{self, OpenConnections, Shared};
 use crate::store::Store;
 
@@ -44,6 +46,8 @@ pub struct Hub {
     open: Arc<OpenConnections>,
     shutdown: watch::Sender<bool>,
     broker_thread: JoinHandle<Result<()>>,
+    /// Where parked echo connections enter the lot, which `run` starts.
+    lot_entrance: Option<Entrance>,
 }
 
 impl Hub {
@@ -74,12 +78,20 @@ impl Hub {
         let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let open = Arc::new(OpenConnections::default());
+        let (parking, lot_entrance) = match config.park_after {
+            Some(after) => {
+                let (lot, entrance) = parking::lot();
+                (Some(Parking { lot, after }), Some(entrance))
+            }
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             config,
             metrics,
             broker,
             shutdown: shutdown_rx,
             next_id: AtomicU64::new(1),
+            parking,
         });
         Ok(Hub {
             listeners,
@@ -87,6 +99,7 @@ impl Hub {
             open,
             shutdown,
             broker_thread,
+            lot_entrance,
         })
     }
 
@@ -118,7 +131,26 @@ impl Hub {
             open,
             shutdown: stop,
             broker_thread,
+            lot_entrance,
         } = self;
+        let lot = lot_entrance.map(|entrance| {
+            let shared = shared.clone();
+            // Parked connections with keepalive on are looked at once a second for pings due.
+            let sweep = shared
+                .config
+                .echo_ws()
+                .ping_interval
+                .map(|_| Duration::from_secs(1));
+            tokio::spawn(parking::run(
+                entrance,
+                shared.shutdown.clone(),
+                sweep,
+                move |conn| {
+                    let session = echo::run(conn, shared.shutdown.clone(), shared.parking.clone());
+                    tokio::spawn(session);
+                },
+            ))
+        });
         let mut accepting = JoinSet::new();
         for listener in listeners {
             if let Ok(addr) = listener.local_addr() {
@@ -133,6 +165,10 @@ impl Hub {
         // the OS from here on.
         accepting.shutdown().await;
         let _ = stop.send(true);
+        // The lot hands every parked connection back to a session, which closes it.
+        if let Some(lot) = lot {
+            let _ = lot.await;
+        }
         let grace = shared.config.shutdown_timeout;
         if tokio::time::timeout(grace, open.all_closed())
             .await
@@ -186,11 +222,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                     }
                 }
             };
-            let session = Box::pin(routes::handle(stream, peer, shared, admitted)).await;
+            let session = Box::pin(routes::handle(stream, peer, shared, guard, admitted)).await;
             if let Some(session) = session {
                 session.await;
             }
-            drop(guard);
         });
     }
 }

@@ -36,6 +36,7 @@ mod error;
 mod hub;
 mod metrics;
 mod page;
+mod parking;
 pub mod protocol;
 mod rate;
 mod routes;

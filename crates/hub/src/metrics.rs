@@ -51,6 +51,7 @@ const LATENCY_BUCKETS: [f64; 12] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub(crate) connections_open: AtomicI64,
+    pub(crate) connections_parked: AtomicI64,
     pub(crate) chat_connections_total: AtomicU64,
     pub(crate) echo_connections_total: AtomicU64,
     pub(crate) http_requests_total: AtomicU64,
@@ -118,6 +119,12 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections.",
             self.connections_open.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_connections_parked",
+            "gauge",
+            "Idle echo connections parked without a task of their own.",
+            self.connections_parked.load(Relaxed).to_string(),
         );
         one(
             "duplex_rooms",

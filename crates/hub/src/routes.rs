@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use duplex::server::{reject, Handshake, Rejection as Refusal};
 use duplex::{MaybeTlsStream, WebSocket};
@@ -20,8 +21,10 @@ use tracing::{debug, info};
 use crate::auth;
 use crate::broker::{Broker, Mode};
 use crate::config::HubConfig;
+use crate::echo::Parking;
 use crate::metrics::{Metrics, Rejection};
 use crate::page;
+use crate::parking::EchoConnection;
 use crate::protocol::{clean_name, valid_room, SUBPROTOCOL};
 use crate::session::Session;
 
@@ -33,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) broker: Broker,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) next_id: AtomicU64,
+    /// Where idle echo connections are parked (`None`: they keep their tasks).
+    pub(crate) parking: Option<Parking>,
 }
 
 /// Counts open TCP connections, for the connection limit and for waiting at shutdown.
@@ -93,6 +98,7 @@ pub(crate) async fn handle(
     stream: MaybeTlsStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    connection: ConnectionGuard,
     admitted: bool,
 ) -> Option<SessionFuture> {
     let config = &shared.config;
@@ -172,37 +178,60 @@ pub(crate) async fn handle(
             return None;
         }
     };
-    let open = OpenSession::new(&shared.metrics);
+    let open = OpenSession::new(&shared.metrics, connection);
     Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
             info!(%peer, "echo connection opened");
+            let mut session = EchoConnection {
+                ws,
+                peer,
+                open,
+                opened: Instant::now(),
+            };
+            if let Some(parking) = &shared.parking {
+                // Nothing to read yet (the usual case right after a handshake): straight to
+                // the lot, before a session is set up. The lot starts one on the first byte.
+                if matches!(session.ws.get_ref(), MaybeTlsStream::Plain(_)) && session.ws.park() {
+                    match parking.lot.park(session) {
+                        Ok(()) => return None,
+                        Err(back) => session = *back,
+                    }
+                }
+            }
             let shutdown = shared.shutdown.clone();
-            Box::pin(crate::echo::run(ws, peer, open, shutdown))
+            Box::pin(crate::echo::run(session, shutdown, shared.parking.clone()))
         }
         Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, shared, open)),
     })
 }
 
-/// Counts an open WebSocket in the metrics while it lives.
+/// An open WebSocket: counted in the metrics, and among the connections the shutdown waits
+/// for, while it lives (also while parked, see parking.rs).
 #[derive(Debug)]
-pub(crate) struct OpenSession(Arc<Metrics>);
+pub(crate) struct OpenSession {
+    metrics: Arc<Metrics>,
+    _connection: ConnectionGuard,
+}
 
 impl OpenSession {
-    pub(crate) fn new(metrics: &Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: &Arc<Metrics>, connection: ConnectionGuard) -> Self {
         metrics.connections_open.fetch_add(1, Relaxed);
-        OpenSession(metrics.clone())
+        OpenSession {
+            metrics: metrics.clone(),
+            _connection: connection,
+        }
     }
 
     /// The hub's counters.
     pub(crate) fn metrics(&self) -> &Metrics {
-        &self.0
+        &self.metrics
     }
 }
 
 impl Drop for OpenSession {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Relaxed);
+        self.metrics.connections_open.fetch_sub(1, Relaxed);
     }
 }
 

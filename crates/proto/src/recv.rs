@@ -107,6 +107,12 @@ impl Receiver {
         matches!(self.decode, Decode::Finished)
     }
 
+    /// Whether the receiver is between messages: no frame and no fragmented message half
+    /// received, and not finished. With an empty read buffer, nothing is then in progress.
+    pub fn is_between_messages(&self) -> bool {
+        matches!(self.decode, Decode::Head) && self.partial.is_none()
+    }
+
     /// How many more bytes the frame being received needs (0 between frames): a hint for how
     /// much buffer space the next read should have.
     pub fn read_hint(&self) -> usize {

@@ -357,6 +357,11 @@ impl Sender {
         Ok(())
     }
 
+    /// Whether a message sent in fragments ([`Sender::send_fragment`]) is unfinished.
+    pub fn is_fragmenting(&self) -> bool {
+        self.fragmenting.is_some()
+    }
+
     /// Whether a close frame has been queued.
     pub fn is_close_sent(&self) -> bool {
         self.close_sent

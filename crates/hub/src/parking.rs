@@ -1,0 +1,169 @@
+//! Parking of idle echo connections. A `/echo` connection quiet for
+//! [`HubConfig::park_after`](crate::HubConfig::park_after) gives up its task and its session
+//! state: it goes to the lot, one task for the whole hub that waits for any parked socket to
+//! become readable (or for its keepalive ping to fall due) and then starts a new session for
+//! it. An idle connection then costs its socket and its `WebSocket` (a few hundred bytes)
+//! instead of also a task and a session future (docs/BENCHMARKS.md, memory per idle
+//! connection).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use duplex::{MaybeTlsStream, WebSocket};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::io::ReadBuf;
+use tokio::sync::{mpsc, watch};
+
+use crate::routes::OpenSession;
+
+/// An echo connection with what its session needs, handed between sessions and the lot.
+#[derive(Debug)]
+pub(crate) struct EchoConnection {
+    pub(crate) ws: WebSocket<MaybeTlsStream>,
+    pub(crate) peer: SocketAddr,
+    pub(crate) open: OpenSession,
+    /// When the connection was opened (for the log line when it ends).
+    pub(crate) opened: Instant,
+}
+
+/// Where sessions park their connections.
+#[derive(Debug, Clone)]
+pub(crate) struct Lot(mpsc::UnboundedSender<EchoConnection>);
+
+/// The lot's receiving end, until [`run`] takes it.
+#[derive(Debug)]
+pub(crate) struct Entrance(mpsc::UnboundedReceiver<EchoConnection>);
+
+/// A lot and its entrance.
+pub(crate) fn lot() -> (Lot, Entrance) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Lot(tx), Entrance(rx))
+}
+
+impl Lot {
+    /// Parks a connection (its `WebSocket` already [`parked`](WebSocket::park)); gives it
+    /// back when the lot takes no more (the hub is shutting down).
+    pub(crate) fn park(&self, conn: EchoConnection) -> Result<(), Box<EchoConnection>> {
+        self.0.send(conn).map_err(|e| Box::new(e.0))
+    }
+}
+
+/// Runs the lot until the hub shuts down: `resume` is called for every connection that
+/// becomes readable or, every `sweep` (when keepalive is on), has its keepalive ping due; and
+/// at shutdown for every connection still parked (its session then closes it with 1001, as for
+/// a connection that was not parked).
+pub(crate) async fn run(
+    Entrance(mut entering): Entrance,
+    mut shutdown: watch::Receiver<bool>,
+    sweep: Option<Duration>,
+    resume: impl Fn(EchoConnection),
+) {
+    let leave = |conn: EchoConnection| {
+        conn.open.metrics().connections_parked.fetch_sub(1, Relaxed);
+        resume(conn);
+    };
+    let mut waiting: FuturesUnordered<Readable> = FuturesUnordered::new();
+    // Parked connections do not run their keepalive timers: a sweep resumes those whose next
+    // ping is due. Only connections quiet for a whole ping interval are concerned, so a coarse
+    // period is enough, and the sweep walks the lot without moving anything.
+    let mut ticks = sweep.map(|period| {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
+    loop {
+        tokio::select! {
+            entered = entering.recv() => match entered {
+                Some(conn) => {
+                    conn.open.metrics().connections_parked.fetch_add(1, Relaxed);
+                    waiting.push(Readable { conn: Some(conn), waker: None });
+                }
+                None => break,
+            },
+            Some(ready) = waiting.next(), if !waiting.is_empty() => {
+                if let Some(conn) = ready {
+                    leave(conn);
+                }
+            }
+            _ = tick(&mut ticks) => {
+                let soon = Instant::now() + sweep.unwrap_or_default();
+                for readable in waiting.iter_mut() {
+                    let due = readable.conn.as_ref().and_then(|c| c.ws.next_keepalive_ping());
+                    if due.is_some_and(|due| due <= soon) {
+                        if let Some(conn) = readable.take() {
+                            leave(conn);
+                        }
+                    }
+                }
+            }
+            _ = shutdown.wait_for(|stopping| *stopping) => break,
+        }
+    }
+    entering.close();
+    for mut readable in waiting {
+        if let Some(conn) = readable.take() {
+            leave(conn);
+        }
+    }
+    while let Ok(conn) = entering.try_recv() {
+        resume(conn);
+    }
+}
+
+/// The next sweep; never without one.
+async fn tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until a parked connection's socket is readable (data, end of stream or an error:
+/// the resumed session finds out which). Completes with `None` once its connection was taken
+/// out by a sweep.
+struct Readable {
+    conn: Option<EchoConnection>,
+    /// The waker of the last poll: a sweep that takes the connection out wakes it, so that the
+    /// emptied future completes and leaves the lot.
+    waker: Option<Waker>,
+}
+
+impl Readable {
+    fn take(&mut self) -> Option<EchoConnection> {
+        let conn = self.conn.take();
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+        conn
+    }
+}
+
+impl Future for Readable {
+    type Output = Option<EchoConnection>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EchoConnection>> {
+        let Some(conn) = &self.conn else {
+            return Poll::Ready(None);
+        };
+        // Only plain TCP is parked (TLS may hold decrypted bytes the socket does not show);
+        // anything else goes straight back.
+        if let MaybeTlsStream::Plain(tcp) = conn.ws.get_ref() {
+            // A peek rather than `poll_read_ready`: readiness can be left over from the
+            // handshake's reads, while a peek that finds nothing clears it and waits.
+            let mut byte = [0u8; 1];
+            if tcp.poll_peek(cx, &mut ReadBuf::new(&mut byte)).is_pending() {
+                if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    self.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.conn.take())
+    }
+}
