@@ -439,7 +439,7 @@ fn raise_nofile_limit() -> usize {
 
 /// Server memory per idle WebSocket connection must stay under this (measured: see
 /// docs/SECURITY.md).
-const IDLE_BYTES_PER_CONNECTION: usize = 24 * 1024;
+const IDLE_BYTES_PER_CONNECTION: usize = 4 * 1024;
 
 #[test]
 fn ten_thousand_idle_connections_stay_cheap() {
