@@ -22,7 +22,7 @@ use crate::io::{
 };
 use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
-use crate::{Config, Error, PreparedMessage, Result};
+use crate::{Config, Error, ParkedWebSocket, PreparedMessage, Result};
 
 /// A WebSocket connection over a transport `S` (a `TcpStream`, a TLS stream, anything that
 /// implements `AsyncRead + AsyncWrite + Unpin`).
@@ -262,7 +262,7 @@ where
     /// ([`WebSocket::next_keepalive_ping`]).
     ///
     /// A server with many quiet connections can use this to keep one without a task of its
-    /// own: [`WebSocket::park`] it, wait for the transport to become readable (for a TCP
+    /// own: [`WebSocket::into_parked`] it, wait for the transport to become readable (for a TCP
     /// stream, [`tokio::net::TcpStream::poll_read_ready`]) or for the next keepalive ping,
     /// then go on reading it. `duplex serve` parks idle `/echo` connections this way.
     ///
@@ -292,24 +292,63 @@ where
             && !self.broken
     }
 
-    /// Prepares an idle connection ([`WebSocket::is_idle`]) to be set aside without a task:
-    /// frees its buffers and timers, which come back when it is next read or written. Returns
-    /// `false`, changing nothing, when the connection is not idle.
-    pub fn park(&mut self) -> bool {
+    /// The connection in its smallest form, for setting it aside while idle without a task
+    /// (see [`ParkedWebSocket`]); `Err(self)`, unchanged, when it is not
+    /// [idle](WebSocket::is_idle). Its buffers go back to a per-thread pool and its timers are
+    /// freed; [`ParkedWebSocket::resume`] gives the connection back where it stopped.
+    // The connection itself comes back, unchanged, when it cannot be parked; boxing it would
+    // cost an allocation on that path and make callers unbox it.
+    #[allow(clippy::result_large_err)]
+    pub fn into_parked(mut self) -> std::result::Result<ParkedWebSocket<S>, Self> {
         if !self.is_idle() {
-            return false;
+            return Err(self);
         }
+        let rx = match self.rx.into_idle() {
+            Ok(rx) => rx,
+            Err(rx) => {
+                self.rx = rx;
+                return Err(self);
+            }
+        };
+        let tx = match self.tx.into_idle() {
+            Ok(tx) => tx,
+            Err(tx) => {
+                self.rx = rx.resume();
+                self.tx = tx;
+                return Err(self);
+            }
+        };
         crate::io::recycle(std::mem::take(&mut self.read_buf));
-        if let Some(spare) = self.tx.queue().take_spare() {
-            crate::io::recycle(spare);
-        }
         self.keepalive.release_timer();
-        self.stall = WriteStall::default();
-        true
+        Ok(ParkedWebSocket {
+            io: self.io,
+            rx,
+            tx,
+            config: self.config,
+            role: self.role,
+            protocol: self.protocol,
+            deflate: self.deflate,
+            keepalive: self.keepalive,
+        })
+    }
+
+    pub(crate) fn from_parked(parked: ParkedWebSocket<S>) -> Self {
+        let mut ws = WebSocket::from_halves(
+            parked.io,
+            parked.rx.resume(),
+            parked.tx.resume(),
+            BytesMut::new(),
+            parked.config,
+            parked.role,
+            parked.protocol,
+            parked.keepalive,
+        );
+        ws.deflate = parked.deflate;
+        ws
     }
 
     /// When the keepalive sends its next ping if nothing arrives before: a connection set
-    /// aside (see [`WebSocket::park`]) must be read again by then. `None` when keepalive is
+    /// aside (see [`WebSocket::into_parked`]) must be read again by then. `None` when keepalive is
     /// off or a ping awaits its pong.
     pub fn next_keepalive_ping(&self) -> Option<std::time::Instant> {
         self.keepalive.next_ping().map(|at| at.into_std())

@@ -39,23 +39,32 @@ pub(crate) fn run(
 ) -> impl Future<Output = ()> + Send {
     async move {
         let park_after = parking.as_ref().map(|p| p.after);
-        let outcome = tokio::select! {
-            result = echo(&mut session.ws, session.open.metrics(), park_after) => Some(result),
-            _ = shutdown.wait_for(|stopping| *stopping) => None,
-        };
-        let reason = match outcome {
-            Some(Ok(Ended::Quiet)) => {
-                let Some(parking) = parking else { return };
-                match parking.lot.park(session) {
-                    Ok(()) => return,
-                    // The lot is closed: the hub is shutting down.
-                    Err(back) => session = *back,
+        let reason = loop {
+            let outcome = tokio::select! {
+                result = echo(&mut session.ws, session.open.metrics(), park_after) => Some(result),
+                _ = shutdown.wait_for(|stopping| *stopping) => None,
+            };
+            break match outcome {
+                Some(Ok(Ended::Quiet)) => {
+                    let Some(parking) = &parking else { continue };
+                    match session.park() {
+                        Ok(parked) => match parking.lot.park(parked) {
+                            Ok(()) => return,
+                            // The lot is closed: the hub is shutting down.
+                            Err(back) => session = back.resume(),
+                        },
+                        // Busy again after all: go on echoing.
+                        Err(back) => {
+                            session = back;
+                            continue;
+                        }
+                    }
+                    close_for_shutdown(&mut session.ws).await
                 }
-                close_for_shutdown(&mut session.ws).await
-            }
-            Some(Ok(Ended::Closed)) => "closed by peer".to_owned(),
-            Some(Err(e)) => format!("ended: {e}"),
-            None => close_for_shutdown(&mut session.ws).await,
+                Some(Ok(Ended::Closed)) => "closed by peer".to_owned(),
+                Some(Err(e)) => format!("ended: {e}"),
+                None => close_for_shutdown(&mut session.ws).await,
+            };
         };
         info!(
             peer = %session.peer,
@@ -96,7 +105,7 @@ async fn echo(
                 biased;
                 msg = ws.recv() => msg,
                 () = quiet.elapsed() => {
-                    if ws.park() {
+                    if ws.is_idle() {
                         return Ok(Ended::Quiet);
                     }
                     // Something is in progress (a keepalive ping awaits its pong, say).

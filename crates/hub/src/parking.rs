@@ -13,14 +13,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use duplex::{MaybeTlsStream, WebSocket};
+use duplex::{MaybeTlsStream, ParkedWebSocket, WebSocket};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, watch};
 
 use crate::routes::OpenSession;
 
-/// An echo connection with what its session needs, handed between sessions and the lot.
+/// An echo connection with what its session needs.
 #[derive(Debug)]
 pub(crate) struct EchoConnection {
     pub(crate) ws: WebSocket<MaybeTlsStream>,
@@ -30,13 +30,66 @@ pub(crate) struct EchoConnection {
     pub(crate) opened: Instant,
 }
 
+impl EchoConnection {
+    /// The connection in its parked form; `Err(self)` when it is not idle, or not over plain
+    /// TCP (TLS may hold decrypted bytes the socket does not show).
+    // The connection comes back unchanged when it cannot be parked (see `into_parked`).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn park(self) -> Result<ParkedEcho, EchoConnection> {
+        if !matches!(self.ws.get_ref(), MaybeTlsStream::Plain(_)) {
+            return Err(self);
+        }
+        let EchoConnection {
+            ws,
+            peer,
+            open,
+            opened,
+        } = self;
+        match ws.into_parked() {
+            Ok(ws) => Ok(ParkedEcho {
+                ws,
+                peer,
+                open,
+                opened,
+            }),
+            Err(ws) => Err(EchoConnection {
+                ws,
+                peer,
+                open,
+                opened,
+            }),
+        }
+    }
+}
+
+/// A parked echo connection: its `WebSocket` in its smallest form.
+#[derive(Debug)]
+pub(crate) struct ParkedEcho {
+    ws: ParkedWebSocket<MaybeTlsStream>,
+    peer: SocketAddr,
+    open: OpenSession,
+    opened: Instant,
+}
+
+impl ParkedEcho {
+    /// The connection again, for a new session.
+    pub(crate) fn resume(self) -> EchoConnection {
+        EchoConnection {
+            ws: self.ws.resume(),
+            peer: self.peer,
+            open: self.open,
+            opened: self.opened,
+        }
+    }
+}
+
 /// Where sessions park their connections.
 #[derive(Debug, Clone)]
-pub(crate) struct Lot(mpsc::UnboundedSender<EchoConnection>);
+pub(crate) struct Lot(mpsc::UnboundedSender<ParkedEcho>);
 
 /// The lot's receiving end, until [`run`] takes it.
 #[derive(Debug)]
-pub(crate) struct Entrance(mpsc::UnboundedReceiver<EchoConnection>);
+pub(crate) struct Entrance(mpsc::UnboundedReceiver<ParkedEcho>);
 
 /// A lot and its entrance.
 pub(crate) fn lot() -> (Lot, Entrance) {
@@ -45,9 +98,9 @@ pub(crate) fn lot() -> (Lot, Entrance) {
 }
 
 impl Lot {
-    /// Parks a connection (its `WebSocket` already [`parked`](WebSocket::park)); gives it
-    /// back when the lot takes no more (the hub is shutting down).
-    pub(crate) fn park(&self, conn: EchoConnection) -> Result<(), Box<EchoConnection>> {
+    /// Parks a connection; gives it back when the lot takes no more (the hub is shutting
+    /// down).
+    pub(crate) fn park(&self, conn: ParkedEcho) -> Result<(), Box<ParkedEcho>> {
         self.0.send(conn).map_err(|e| Box::new(e.0))
     }
 }
@@ -62,9 +115,9 @@ pub(crate) async fn run(
     sweep: Option<Duration>,
     resume: impl Fn(EchoConnection),
 ) {
-    let leave = |conn: EchoConnection| {
+    let leave = |conn: ParkedEcho| {
         conn.open.metrics().connections_parked.fetch_sub(1, Relaxed);
-        resume(conn);
+        resume(conn.resume());
     };
     let mut waiting: FuturesUnordered<Readable> = FuturesUnordered::new();
     // Parked connections do not run their keepalive timers: a sweep resumes those whose next
@@ -110,7 +163,7 @@ pub(crate) async fn run(
         }
     }
     while let Ok(conn) = entering.try_recv() {
-        resume(conn);
+        resume(conn.resume());
     }
 }
 
@@ -128,14 +181,14 @@ async fn tick(ticks: &mut Option<tokio::time::Interval>) {
 /// the resumed session finds out which). Completes with `None` once its connection was taken
 /// out by a sweep.
 struct Readable {
-    conn: Option<EchoConnection>,
+    conn: Option<ParkedEcho>,
     /// The waker of the last poll: a sweep that takes the connection out wakes it, so that the
     /// emptied future completes and leaves the lot.
     waker: Option<Waker>,
 }
 
 impl Readable {
-    fn take(&mut self) -> Option<EchoConnection> {
+    fn take(&mut self) -> Option<ParkedEcho> {
         let conn = self.conn.take();
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -145,14 +198,14 @@ impl Readable {
 }
 
 impl Future for Readable {
-    type Output = Option<EchoConnection>;
+    type Output = Option<ParkedEcho>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<EchoConnection>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ParkedEcho>> {
         let Some(conn) = &self.conn else {
             return Poll::Ready(None);
         };
-        // Only plain TCP is parked (TLS may hold decrypted bytes the socket does not show);
-        // anything else goes straight back.
+        // Only plain TCP is parked (see `EchoConnection::park`); anything else goes straight
+        // back.
         if let MaybeTlsStream::Plain(tcp) = conn.ws.get_ref() {
             // A peek rather than `poll_read_ready`: readiness can be left over from the
             // handshake's reads, while a peek that finds nothing clears it and waits.

@@ -73,6 +73,24 @@ pub struct Receiver {
     inflater: Option<Box<Inflater>>,
 }
 
+/// What a [`Receiver`] keeps between messages (see [`Receiver::into_idle`]).
+#[derive(Debug)]
+pub struct IdleReceiver {
+    role: Role,
+    config: Config,
+    inflater: Option<Box<Inflater>>,
+}
+
+impl IdleReceiver {
+    /// The receiver again, ready for the next message.
+    pub fn resume(self) -> Receiver {
+        Receiver {
+            inflater: self.inflater,
+            ..Receiver::new(self.role, self.config)
+        }
+    }
+}
+
 impl Receiver {
     /// A receiver for `role`: servers require masked frames, clients refuse them.
     pub fn new(role: Role, config: Config) -> Self {
@@ -111,6 +129,30 @@ impl Receiver {
     /// received, and not finished. With an empty read buffer, nothing is then in progress.
     pub fn is_between_messages(&self) -> bool {
         matches!(self.decode, Decode::Head) && self.partial.is_none()
+    }
+
+    /// The receiver reduced to what it keeps between messages (its role, limits and
+    /// decompressor), for a connection set aside while idle; `Err(self)` when a message is in
+    /// progress or the receiver finished. [`IdleReceiver::resume`] gives the receiver back.
+    ///
+    /// ```
+    /// use duplex_proto::recv::Receiver;
+    /// use duplex_proto::Role;
+    /// let rx = Receiver::new(Role::Server, Default::default());
+    /// let idle = rx.into_idle().unwrap();
+    /// assert!(std::mem::size_of_val(&idle) < std::mem::size_of::<Receiver>());
+    /// let rx = idle.resume();
+    /// assert!(rx.is_between_messages());
+    /// ```
+    pub fn into_idle(self) -> Result<IdleReceiver, Receiver> {
+        if !self.is_between_messages() {
+            return Err(self);
+        }
+        Ok(IdleReceiver {
+            role: self.role,
+            config: self.config,
+            inflater: self.inflater,
+        })
     }
 
     /// How many more bytes the frame being received needs (0 between frames): a hint for how

@@ -177,6 +177,23 @@ pub struct Sender {
     deflater: Option<Box<Deflater>>,
 }
 
+/// What a [`Sender`] keeps while nothing is queued (see [`Sender::into_idle`]).
+#[derive(Debug)]
+pub struct IdleSender {
+    role: Role,
+    deflater: Option<Box<Deflater>>,
+}
+
+impl IdleSender {
+    /// The sender again, with an empty queue.
+    pub fn resume(self) -> Sender {
+        Sender {
+            deflater: self.deflater,
+            ..Sender::new(self.role)
+        }
+    }
+}
+
 impl Sender {
     /// A sender for `role`: clients mask every frame, servers never do.
     pub fn new(role: Role) -> Self {
@@ -355,6 +372,29 @@ impl Sender {
         }
         self.queue.push_bytes(frames);
         Ok(())
+    }
+
+    /// The sender reduced to what it keeps while nothing is queued (its role and compressor),
+    /// for a connection set aside while idle; `Err(self)` when bytes are queued, a fragmented
+    /// message is unfinished or a close frame was sent. [`IdleSender::resume`] gives the
+    /// sender back.
+    ///
+    /// ```
+    /// use duplex_proto::send::Sender;
+    /// use duplex_proto::{Message, Role};
+    /// let mut tx = Sender::new(Role::Server);
+    /// tx.send(Message::text("queued")).unwrap();
+    /// let tx = tx.into_idle().unwrap_err(); // not while something is queued
+    /// assert_eq!(tx.buffered(), 8);
+    /// ```
+    pub fn into_idle(self) -> Result<IdleSender, Sender> {
+        if !self.queue.is_empty() || self.fragmenting.is_some() || self.close_sent {
+            return Err(self);
+        }
+        Ok(IdleSender {
+            role: self.role,
+            deflater: self.deflater,
+        })
     }
 
     /// Whether a message sent in fragments ([`Sender::send_fragment`]) is unfinished.
