@@ -281,7 +281,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
-        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         self.flush().await
     }
@@ -292,7 +291,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
-        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         Ok(())
     }
@@ -424,7 +422,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
         }
     }
 
-    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed.
+    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed; otherwise
+    /// readies the queue for a frame (a pooled buffer, see [`lend_write_buffer`]).
     fn check_queue(&mut self) -> Result<()> {
         if self.broken {
             return Err(Error::Closed);
@@ -435,6 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
                 "more than max_write_buffer_size bytes queued",
             ));
         }
+        lend_write_buffer(self.tx.queue());
         Ok(())
     }
 
@@ -488,7 +488,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
         let this = self.get_mut();
         this.check_queue()?;
-        lend_write_buffer(this.tx.queue());
         this.tx.send(msg)?;
         Ok(())
     }

@@ -181,7 +181,6 @@ where
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.role)?;
         self.check_queue()?;
-        lend_write_buffer(self.tx.queue());
         self.tx.send_raw(msg.frame())?;
         Ok(())
     }
@@ -651,7 +650,8 @@ where
         }
     }
 
-    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed.
+    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed; otherwise
+    /// readies the queue for a frame (a pooled buffer, see [`lend_write_buffer`]).
     fn check_queue(&mut self) -> Result<()> {
         if self.broken {
             return Err(Error::Closed);
@@ -662,6 +662,7 @@ where
                 "more than max_write_buffer_size bytes queued",
             ));
         }
+        lend_write_buffer(self.tx.queue());
         Ok(())
     }
 
@@ -728,7 +729,6 @@ where
     fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
         let this = self.get_mut();
         this.check_queue()?;
-        lend_write_buffer(this.tx.queue());
         this.tx.send(msg)?;
         Ok(())
     }

@@ -23,6 +23,17 @@ pub(crate) struct Parking {
     pub(crate) after: Duration,
 }
 
+impl Parking {
+    /// Hands an idle connection to the lot; gives it back when it is busy after all or the
+    /// lot takes no more (the hub is shutting down, which its session then sees).
+    // The connection comes back unchanged (see `EchoConnection::park`).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn park(&self, conn: EchoConnection) -> Result<(), EchoConnection> {
+        let parked = conn.park()?;
+        self.lot.park(parked).map_err(|back| back.resume())
+    }
+}
+
 /// Echoes until the client closes or the hub shuts down, then logs how it ended; or, with
 /// `parking`, until the connection has been quiet long enough to be parked (the lot starts a
 /// new session for it when it has something to read).
@@ -47,19 +58,14 @@ pub(crate) fn run(
             break match outcome {
                 Some(Ok(Ended::Quiet)) => {
                     let Some(parking) = &parking else { continue };
-                    match session.park() {
-                        Ok(parked) => match parking.lot.park(parked) {
-                            Ok(()) => return,
-                            // The lot is closed: the hub is shutting down.
-                            Err(back) => session = back.resume(),
-                        },
-                        // Busy again after all: go on echoing.
+                    match parking.park(session) {
+                        Ok(()) => return,
+                        // Busy again, or the hub is shutting down (the next round sees it).
                         Err(back) => {
                             session = back;
                             continue;
                         }
                     }
-                    close_for_shutdown(&mut session.ws).await
                 }
                 Some(Ok(Ended::Closed)) => "closed by peer".to_owned(),
                 Some(Err(e)) => format!("ended: {e}"),

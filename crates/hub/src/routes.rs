@@ -192,13 +192,10 @@ pub(crate) async fn handle(
             if let Some(parking) = &shared.parking {
                 // Nothing to read yet (the usual case right after a handshake): straight to
                 // the lot, before a session is set up. The lot starts one on the first byte.
-                session = match session.park() {
-                    Ok(parked) => match parking.lot.park(parked) {
-                        Ok(()) => return None,
-                        Err(back) => back.resume(),
-                    },
-                    Err(back) => back,
-                };
+                match parking.park(session) {
+                    Ok(()) => return None,
+                    Err(back) => session = back,
+                }
             }
             let shutdown = shared.shutdown.clone();
             Box::pin(crate::echo::run(session, shutdown, shared.parking.clone()))
