@@ -8,11 +8,9 @@
 //! The tests run one at a time (they measure latency and the server's memory), each bounded
 //! in time and count, on 127.0.0.1 only.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,7 +20,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-const BIN: &str = env!("CARGO_BIN_EXE_duplex");
+use support::Serve;
 
 /// How long a well-behaved client may wait for its echo, connection included, while the
 /// server is under attack (typically a few milliseconds; generous for a loaded CI machine).
@@ -74,56 +72,27 @@ fn attack(limit: Duration, test: impl std::future::Future<Output = ()>) {
 // The server.
 
 /// A `duplex serve` on an ephemeral loopback port with its own history directory; killed and
-/// cleaned up when dropped.
+/// cleaned up when dropped (see `support::Serve`).
 struct Server {
-    child: Child,
-    url: String,
+    serve: Serve,
     addr: SocketAddr,
-    data: PathBuf,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let data = std::env::temp_dir().join(format!(
-            "duplex-abuse-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut child = Command::new(BIN)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data"])
-            .arg(&data)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start duplex serve");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("read the banner");
-        // Keep draining: a closed pipe would make any later line fail the server.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("ws://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_string();
-        let addr = url
+        let serve = Serve::start(extra);
+        let addr = serve
+            .echo
             .trim_start_matches("ws://")
             .trim_end_matches("/echo")
             .parse()
             .expect("address in the URL");
-        Server {
-            child,
-            url,
-            addr,
-            data,
-        }
+        Server { serve, addr }
     }
 
     /// The server's resident memory in bytes (VmRSS in /proc/PID/status).
     fn rss(&self) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.serve.pid()))
             .expect("read /proc/PID/status");
         let kib: usize = status
             .lines()
@@ -138,7 +107,7 @@ impl Server {
     async fn probe(&self, what: &str) -> Duration {
         let started = Instant::now();
         let round_trip = async {
-            let (mut ws, _) = duplex::connect(&self.url).await.expect("connect");
+            let (mut ws, _) = duplex::connect(&self.serve.echo).await.expect("connect");
             ws.send(Message::text("probe")).await.expect("send");
             loop {
                 match ws.recv().await {
@@ -183,14 +152,6 @@ impl Server {
             }
         };
         (out, times)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 

@@ -65,6 +65,11 @@ impl Serve {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The URL of room `name`.
     pub fn room(&self, name: &str) -> String {
         format!("{}rooms/{name}", self.ws)
