@@ -172,6 +172,32 @@ async fn pongs_to_the_applications_own_pings_do_not_count() {
     .await
 }
 
+/// The keepalive timer wakes whichever task reads now: a connection read for a while in one
+/// task, then handed to another (which reads on), still pings when it goes quiet.
+#[tokio::test]
+async fn a_connection_handed_to_another_task_still_pings() {
+    bounded(async {
+        let (listener, _url) = listen().await;
+        let addr = listener.local_addr().unwrap();
+        let first = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = duplex::server::accept_with(tcp, keepalive(300, 2000), |_| Ok(()))
+                .await
+                .unwrap();
+            read_for(&mut ws, Duration::from_millis(50)).await;
+            ws
+        });
+        let mut client = raw_client(addr).await;
+        let mut ws = first.await.unwrap();
+        let second = tokio::spawn(async move { while let Some(Ok(_)) = ws.recv().await {} });
+        let ping = read_frame(&mut client).await;
+        assert_eq!(ping.opcode, PING);
+        drop(client);
+        second.await.unwrap();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn keepalive_off_sends_nothing() {
     bounded(async {

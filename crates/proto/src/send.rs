@@ -23,8 +23,10 @@ use crate::Role;
 const COPY_THRESHOLD: usize = 2048;
 
 /// Above this capacity an emptied coalescing buffer is freed rather than kept, so a connection
-/// that once sent a burst does not hold the memory while idle.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// that once sent a large burst does not hold the memory while idle; below it, a busy
+/// connection's bursts of small frames reuse one buffer. (The async layer hands an emptied
+/// buffer to a pool anyway, so an idle connection holds none.)
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Bytes waiting to be written, in order.
 ///
@@ -124,7 +126,16 @@ impl Buf for SendQueue {
     fn advance(&mut self, mut cnt: usize) {
         while cnt > 0 {
             let Some(front) = self.chunks.front_mut() else {
-                self.tail.advance(cnt);
+                if cnt == self.tail.len() {
+                    // All written: the next frames start at the front of the buffer again.
+                    // Advancing would give up the written bytes' room until a reserve
+                    // reclaims it, which costs a reallocation per message once the buffer
+                    // has been shared (with a sealed chunk, or by the read buffer it came
+                    // from).
+                    self.tail.clear();
+                } else {
+                    self.tail.advance(cnt);
+                }
                 break;
             };
             let n = cnt.min(front.len());
@@ -513,6 +524,30 @@ mod tests {
         assert_eq!(q.chunks_vectored(&mut slices), 2);
         assert_eq!(slices[1].as_ptr(), payload.as_ptr());
         assert_eq!(q.remaining(), 10 + 100_000);
+    }
+
+    /// A buffer that came from elsewhere (here: the rest of a read buffer, shared with the
+    /// bytes split off it) serves message after message without shrinking: written frames
+    /// give their room back, so steady traffic never reallocates.
+    #[test]
+    fn a_drained_queue_keeps_its_room() {
+        let mut read_buf = BytesMut::with_capacity(4096);
+        read_buf.extend_from_slice(&[0; 100]);
+        let _message = read_buf.split().freeze();
+        let mut tx = Sender::new(Role::Server);
+        tx.queue().provide(read_buf);
+        let room = tx.queue().tail.capacity();
+        let start = tx.queue().tail.as_ptr();
+        for _ in 0..1_000 {
+            tx.send(Message::binary(vec![1u8; 1000])).unwrap();
+            drain(&mut tx);
+            assert_eq!(tx.queue().tail.capacity(), room);
+        }
+        assert_eq!(
+            tx.queue().tail.as_ptr(),
+            start,
+            "the buffer was reallocated"
+        );
     }
 
     #[test]
