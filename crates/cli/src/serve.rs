@@ -56,8 +56,9 @@ pub struct ServeArgs {
     /// PEM file with the TLS private key (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Seconds without traffic after which an /echo connection gives up its task until it
-    /// has something to read (less memory per idle connection); 0: never.
+    /// Seconds without traffic (checked once per period: up to twice this) after which an
+    /// /echo connection gives up its task until it has something to read (less memory per
+    /// idle connection); 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
     park_after: f64,
     #[command(flatten)]

@@ -55,8 +55,9 @@ pub struct HubConfig {
     pub shutdown_timeout: Duration,
     /// Quiet time after which an `/echo` connection over plain TCP is parked: it gives up its
     /// task until it has something to read, which takes an idle connection from about 1.9 to
-    /// 0.9 KiB of server memory (default 1 s; `None`: never). A connection with nothing to
-    /// read right after its handshake is parked at once.
+    /// 0.9 KiB of server memory (default 1 s; `None`: never). Quiet is checked in periods of
+    /// this length, so a connection is parked after one to two periods without traffic. A
+    /// connection with nothing to read right after its handshake is parked at once.
     pub park_after: Option<Duration>,
     /// TLS for `https://` and `wss://` (see [`duplex::tls::server_config_from_pem`]); `None`
     /// serves plain HTTP and `ws://`.

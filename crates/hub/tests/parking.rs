@@ -68,6 +68,29 @@ async fn idle_echo_connections_are_parked_and_still_echo() {
     hub.stop().await.unwrap();
 }
 
+/// Traffic more often than `park_after` keeps a connection in its task; once it stops, the
+/// connection is parked, no sooner than `park_after` later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_is_not_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let park_after = Duration::from_millis(300);
+    let hub = TestHub::start(TestHub::config(dir.path()).park_after(Some(park_after))).await;
+    let mut ws = plain(&hub, "/echo").await;
+    until_parked(&hub, 1).await;
+    let mut last = Instant::now();
+    for i in 0..15 {
+        last = Instant::now();
+        ws.send(Message::text(format!("tick {i}"))).await.unwrap();
+        assert_eq!(recv_text(&mut ws).await, format!("tick {i}"));
+        // The first message resumed it; from then on it is never quiet for 300 ms.
+        assert_eq!(parked(&hub).await, 0, "parked during traffic (message {i})");
+        sleep(Duration::from_millis(40)).await;
+    }
+    until_parked(&hub, 1).await;
+    assert!(last.elapsed() >= park_after);
+    hub.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_answers_pings_and_closes() {
     let dir = tempfile::tempdir().unwrap();
