@@ -73,8 +73,8 @@ struct Pinger {
     /// then a poll from the same task only reads the clock; `timer` lives in an allocation of
     /// its own, and not touching it per message spares a busy server a cache miss each time.
     armed: Option<(Instant, Waker)>,
-    /// When the connection last polled this (see [`Keepalive::activity`]).
-    polled_at: Instant,
+    /// Bytes arrived since the last poll (see [`Keepalive::activity`]).
+    active: bool,
     last_activity: Instant,
     state: State,
     next_id: u64,
@@ -120,7 +120,7 @@ impl Keepalive {
                 timeout: config.ping_timeout,
                 timer: None,
                 armed: None,
-                polled_at: now,
+                active: false,
                 last_activity: now,
                 state: State::Idle,
                 next_id: 0,
@@ -141,7 +141,12 @@ impl Keepalive {
     /// a ping is outstanding).
     pub(crate) fn next_ping(&self) -> Option<Instant> {
         let p = self.0.as_ref()?;
-        matches!(p.state, State::Idle).then(|| p.last_activity + p.interval)
+        let last = if p.active {
+            Instant::now()
+        } else {
+            p.last_activity
+        };
+        matches!(p.state, State::Idle).then(|| last + p.interval)
     }
 
     /// Frees the timer (polling sets it again).
@@ -179,12 +184,11 @@ impl Keepalive {
         self.0.as_ref().and_then(|p| p.rtt)
     }
 
-    /// Bytes arrived: the connection is not idle. Dated by the poll just before the read
-    /// rather than by the clock again: a read follows the keepalive's poll within the same
-    /// wake-up, microseconds apart, and one clock read per message is enough.
+    /// Bytes arrived: the connection is not idle. Dated by the next poll, which comes as soon
+    /// as the connection has nothing more to read: one clock read per wait, not per message.
     pub(crate) fn activity(&mut self) {
         if let Some(p) = &mut self.0 {
-            p.last_activity = p.last_activity.max(p.polled_at);
+            p.active = true;
         }
     }
 
@@ -221,7 +225,9 @@ impl Pinger {
     /// Polls the timer; `Pending` registers the waker for the next deadline.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
         let mut now = Instant::now();
-        self.polled_at = now;
+        if std::mem::take(&mut self.active) {
+            self.last_activity = now;
+        }
         if let Some((deadline, waker)) = &self.armed {
             // Idle since the timer was set (any other state clears `armed`), and a later
             // activity only moves the real deadline later: the timer wakes this task in time.

@@ -203,27 +203,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
         if this.terminated {
             return Poll::Ready(None);
         }
-        // A send error means the writer is gone; nobody is left to answer, which is fine.
-        loop {
-            match this.keepalive.poll(cx) {
-                Poll::Ready(Due::Ping(id, payload)) => {
-                    let _ = this.control.send(Control::Ping(id, payload));
-                }
-                Poll::Ready(Due::TimedOut(after)) => {
-                    let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
-                    let _ = this.control.send(Control::Close(frame));
-                    this.terminated = true;
-                    return Poll::Ready(Some(Err(Error::KeepaliveTimeout(after))));
-                }
-                Poll::Pending => break,
-            }
-        }
         let mut io = Tracked::new(&mut this.io);
         let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
         if io.read {
             this.keepalive.activity();
         }
-        Poll::Ready(match ready!(outcome) {
+        let Poll::Ready(outcome) = outcome else {
+            // Nothing to read: now the keepalive matters (as in `WebSocket`). A send error
+            // means the writer is gone; nobody is left to answer, which is fine.
+            loop {
+                match this.keepalive.poll(cx) {
+                    Poll::Ready(Due::Ping(id, payload)) => {
+                        let _ = this.control.send(Control::Ping(id, payload));
+                    }
+                    Poll::Ready(Due::TimedOut(after)) => {
+                        let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
+                        let _ = this.control.send(Control::Close(frame));
+                        this.terminated = true;
+                        return Poll::Ready(Some(Err(Error::KeepaliveTimeout(after))));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        };
+        Poll::Ready(match outcome {
             ReadOutcome::Message(msg) => {
                 match &msg {
                     // `put` always stores the payload; only an empty slot needs a wake-up.

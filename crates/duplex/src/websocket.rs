@@ -597,6 +597,16 @@ where
                 this.terminated = true;
                 return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
             }
+            let mut io = Tracked::new(&mut this.io);
+            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
+            if io.read {
+                this.keepalive.activity();
+            }
+            if let Poll::Ready(outcome) = outcome {
+                return Poll::Ready(Ok(outcome));
+            }
+            // The keepalive matters only while there is nothing to read (a peer whose bytes
+            // keep coming is alive), so a busy connection does not look at it per message.
             if !this.tx.is_close_sent() {
                 match this.keepalive.poll(cx) {
                     Poll::Ready(Due::Ping(id, payload)) => {
@@ -612,12 +622,7 @@ where
                     Poll::Pending => {}
                 }
             }
-            let mut io = Tracked::new(&mut this.io);
-            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
-            if io.read {
-                this.keepalive.activity();
-            }
-            return Poll::Ready(Ok(ready!(outcome)));
+            return Poll::Pending;
         }
     }
 }
