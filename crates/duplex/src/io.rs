@@ -12,9 +12,10 @@ use duplex_proto::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Smallest read: enough for a burst of small frames, or a few mid-sized ones, in one system
-/// call. Only connections with bytes to read hold a buffer (see [`poll_read_more`]), so this
-/// costs an idle connection nothing.
-const READ_CHUNK: usize = 32 * 1024;
+/// call (four 16 KiB messages in flight arrive in one read, where 32 KiB took two reads and
+/// two writes for them). Only connections with bytes to read hold a buffer (see
+/// [`poll_read_more`]), so this costs an idle connection nothing.
+const READ_CHUNK: usize = 64 * 1024;
 /// Largest single reservation for a frame still arriving, so a header that announces a huge
 /// payload does not make us commit that memory before the bytes come.
 const MAX_READ_CHUNK: usize = 1 << 20;
