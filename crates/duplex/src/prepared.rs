@@ -1,5 +1,7 @@
 //! Messages encoded once and sent to many connections (broadcast, fan-out).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use duplex_proto::frame::OpCode;
 use duplex_proto::send::encode_frame;
@@ -19,7 +21,8 @@ pub(crate) fn check_role(role: Role) -> Result<()> {
 
 /// A message whose frame bytes are encoded once and shared (reference-counted) by every server
 /// connection it is sent to: fanning out to N subscribers costs N reference-count increments,
-/// not N encodings or copies.
+/// not N encodings or copies. A pointer in size, so that a queue of them (one per subscriber)
+/// costs little while it is empty.
 ///
 /// Only server connections can send prepared frames (a client must mask each frame with its own
 /// key); they are sent uncompressed.
@@ -32,7 +35,10 @@ pub(crate) fn check_role(role: Role) -> Result<()> {
 /// assert_eq!(copy.message(), &duplex::Message::text("hello everyone"));
 /// ```
 #[derive(Debug, Clone)]
-pub struct PreparedMessage {
+pub struct PreparedMessage(Arc<Prepared>);
+
+#[derive(Debug)]
+struct Prepared {
     frame: Bytes,
     message: Message,
 }
@@ -54,23 +60,23 @@ impl PreparedMessage {
             Message::Binary(b) => (OpCode::Binary, &b[..]),
             _ => unreachable!("only data messages are constructed"),
         };
-        PreparedMessage {
+        PreparedMessage(Arc::new(Prepared {
             frame: encode_frame(opcode, payload),
             message,
-        }
+        }))
     }
 
     /// The message.
     pub fn message(&self) -> &Message {
-        &self.message
+        &self.0.message
     }
 
     /// Size of the encoded frame in bytes.
     pub fn frame_len(&self) -> usize {
-        self.frame.len()
+        self.0.frame.len()
     }
 
     pub(crate) fn frame(&self) -> Bytes {
-        self.frame.clone()
+        self.0.frame.clone()
     }
 }

@@ -25,17 +25,19 @@ use crate::io::{lend_write_buffer, poll_read_message, poll_write_queue, ReadOutc
 use crate::keepalive::{Due, Keepalive, PingStamp, Tracked, WriteStall};
 use crate::{Config, Error, PreparedMessage, Result, WebSocket};
 
-/// What the reader hands over to the writer.
+/// What the reader hands over to the writer. Payloads are boxed: these are rare (at most one
+/// per keepalive interval, and once at the end), while the channel reserves room for 32 of
+/// them from the start, which at a pointer each stays small for every split connection.
 #[derive(Debug)]
 enum Control {
     /// A received close, which obliges an answer.
-    React(Message),
+    React(Box<Message>),
     /// The peer broke the protocol: send the close frame for this error.
-    Fail(duplex_proto::Error),
+    Fail(Box<duplex_proto::Error>),
     /// A keepalive ping to send, with its id for [`PingStamp::mark`].
-    Ping(u64, Bytes),
+    Ping(Box<(u64, Bytes)>),
     /// Fail the connection with this close frame (a keepalive ping went unanswered).
-    Close(CloseFrame),
+    Close(Box<CloseFrame>),
     /// The pong slot went from empty to full: wakes a writer waiting in
     /// [`WebSocketWriter::flush_control`].
     Pong,
@@ -214,11 +216,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
             loop {
                 match this.keepalive.poll(cx) {
                     Poll::Ready(Due::Ping(id, payload)) => {
-                        let _ = this.control.send(Control::Ping(id, payload));
+                        let _ = this.control.send(Control::Ping(Box::new((id, payload))));
                     }
                     Poll::Ready(Due::TimedOut(after)) => {
                         let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
-                        let _ = this.control.send(Control::Close(frame));
+                        let _ = this.control.send(Control::Close(Box::new(frame)));
                         this.terminated = true;
                         return Poll::Ready(Some(Err(Error::KeepaliveTimeout(after))));
                     }
@@ -235,7 +237,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
                     }
                     Message::Pong(payload) => this.keepalive.pong(payload),
                     Message::Close(_) => {
-                        let _ = this.control.send(Control::React(msg.clone()));
+                        let _ = this.control.send(Control::React(Box::new(msg.clone())));
                     }
                     _ => {}
                 }
@@ -243,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
             }
             ReadOutcome::Protocol(e) => {
                 this.terminated = true;
-                let _ = this.control.send(Control::Fail(e.clone()));
+                let _ = this.control.send(Control::Fail(Box::new(e.clone())));
                 Some(Err(e.into()))
             }
             ReadOutcome::Finished => {
@@ -377,14 +379,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
                     self.tx.react(&Message::Ping(payload));
                 }
             }
-            Control::Ping(id, payload) => {
+            Control::Ping(ping) => {
+                let (id, payload) = *ping;
                 if self.tx.send(Message::Ping(payload)).is_ok() {
                     self.stamp.mark(id);
                 }
             }
             Control::Close(frame) => {
                 self.peer_closed = true;
-                let _ = self.tx.close(Some(frame));
+                let _ = self.tx.close(Some(*frame));
             }
             Control::React(msg) => {
                 self.peer_closed |= msg.is_close();
@@ -507,5 +510,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
                 .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         this.poll_write_all(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every split connection's control channel reserves room for a block of 32 of these from
+    /// the start (1.5 KiB when the payloads were inline).
+    #[test]
+    fn a_control_message_is_two_words() {
+        assert!(std::mem::size_of::<super::Control>() <= 16);
     }
 }

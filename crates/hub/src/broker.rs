@@ -17,6 +17,7 @@
 //! skipped silently, and what waits for it stays bounded by the queue length.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -136,11 +137,31 @@ impl Broker {
     }
 
     /// Hands a command to the broker, waiting while it is far behind.
-    pub(crate) async fn send(&self, command: Command) -> Result<()> {
-        self.tx
-            .send(command)
-            .await
-            .map_err(|_| HubError::BrokerGone)
+    ///
+    /// Waiting is rare and happens in a boxed future: the state of every chat connection's
+    /// read loop then holds a pointer for it, not the channel's send future and a second copy
+    /// of the command (as an `async fn` here would).
+    pub(crate) fn send(&self, command: Command) -> impl Future<Output = Result<()>> + Send + '_ {
+        let waiting = match self.tx.try_send(command) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(command)) => {
+                Ok(Some(Box::pin(self.tx.send(command))))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(HubError::BrokerGone),
+        };
+        async move {
+            match waiting? {
+                None => Ok(()),
+                Some(send) => send.await.map_err(|_| HubError::BrokerGone),
+            }
+        }
+    }
+
+    /// A broker without a thread, and the receiving end of its commands (for tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Broker, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (Broker { tx }, rx)
     }
 
     /// Asks the broker thread to commit, close the store and end. Commands sent after this

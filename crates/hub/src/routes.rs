@@ -233,14 +233,16 @@ impl Drop for OpenSession {
     }
 }
 
-async fn chat(
+/// Sets up a chat connection and returns its session (not an `async fn` around it, which
+/// would keep the WebSocket and the rest a second time in every chat connection's state).
+fn chat(
     ws: WebSocket<MaybeTlsStream>,
     peer: SocketAddr,
     room: String,
     plain_name: Option<String>,
     shared: Arc<Shared>,
-    _open: OpenSession,
-) {
+    open: OpenSession,
+) -> impl Future<Output = ()> + Send {
     shared.metrics.chat_connections_total.fetch_add(1, Relaxed);
     let id = shared.next_id.fetch_add(1, Relaxed);
     let mode = if ws.protocol() == Some(SUBPROTOCOL) {
@@ -263,8 +265,9 @@ async fn chat(
         rate_limit: config.rate_limit,
         send_queue: config.send_queue,
         close_timeout: config.close_timeout,
+        _open: open,
     };
-    session.run(ws).await;
+    session.run(ws)
 }
 
 /// Answers the plain HTTP routes.
