@@ -36,6 +36,8 @@ pub(crate) enum ReadOutcome {
 
 /// Decodes the next message, reading from `io` as needed.
 ///
+/// Each message counts against the task's cooperative budget (see [`receive_buffered`]).
+///
 /// Cancel safe: every byte read is in `buf` and every bit of decoding progress in `rx`
 /// before this returns `Pending`.
 pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
@@ -45,11 +47,10 @@ pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
     cx: &mut Context<'_>,
 ) -> Poll<ReadOutcome> {
     loop {
-        match rx.receive(buf) {
-            Ok(Some(msg)) => return Poll::Ready(ReadOutcome::Message(msg)),
-            Err(e) => return Poll::Ready(ReadOutcome::Protocol(e)),
-            Ok(None) if rx.is_finished() => return Poll::Ready(ReadOutcome::Finished),
-            Ok(None) => {}
+        match ready!(receive_buffered(rx, buf, cx)) {
+            Some(outcome) => return Poll::Ready(outcome),
+            None if rx.is_finished() => return Poll::Ready(ReadOutcome::Finished),
+            None => {}
         }
         match ready!(poll_read_more(io, rx.read_hint(), buf, cx)) {
             Ok(0) => return Poll::Ready(ReadOutcome::Eof),
@@ -57,6 +58,28 @@ pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
             Err(e) => return Poll::Ready(ReadOutcome::Io(e)),
         }
     }
+}
+
+/// The next message already in `buf` (`None`: more bytes are needed).
+///
+/// Counts against the task's cooperative budget (tokio's `coop`) like a read from a socket
+/// does: one read can bring thousands of small frames, and handing them all out without
+/// yielding would let one flooding peer keep a worker thread from every other connection on
+/// it. After the budget (128 steps), the task yields once and carries on.
+pub(crate) fn receive_buffered(
+    rx: &mut Receiver,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Option<ReadOutcome>> {
+    let coop = ready!(tokio::task::coop::poll_proceed(cx));
+    Poll::Ready(match rx.receive(buf) {
+        Ok(Some(msg)) => {
+            coop.made_progress();
+            Some(ReadOutcome::Message(msg))
+        }
+        Err(e) => Some(ReadOutcome::Protocol(e)),
+        Ok(None) => None,
+    })
 }
 
 /// One read into `buf`, with room for `hint` more bytes (bounded).

@@ -18,7 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use crate::io::{
-    lend_write_buffer, poll_drain_to_eof, poll_read_message, poll_write_queue, ReadOutcome,
+    lend_write_buffer, poll_drain_to_eof, poll_read_message, poll_write_queue, receive_buffered,
+    ReadOutcome,
 };
 use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
@@ -470,11 +471,7 @@ where
                 && !this.terminated
                 && !this.rx.is_finished()
             {
-                match this.rx.receive(&mut this.read_buf) {
-                    Ok(Some(msg)) => Some(ReadOutcome::Message(msg)),
-                    Err(e) => Some(ReadOutcome::Protocol(e)),
-                    Ok(None) => None,
-                }
+                ready!(receive_buffered(&mut this.rx, &mut this.read_buf, cx))
             } else {
                 None
             };
