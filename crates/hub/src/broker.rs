@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -126,7 +127,7 @@ impl Broker {
             batch: (config.send_queue / 4).clamp(1, MAX_BATCH),
             metrics,
             rooms: HashMap::new(),
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             pending: Vec::new(),
             to_kick: Vec::new(),
         };
@@ -176,6 +177,37 @@ struct Room {
     last_seq: u64,
     /// In order of arrival, which is the order of the presence member list.
     members: Vec<ConnId>,
+    /// How many of `members` are JSON clients (the only ones told about presence): a join to
+    /// a room of plain clients then costs no look at every member, which for a room of N
+    /// would make N joins cost N squared.
+    json_members: usize,
+}
+
+/// Connections by id. Ids come from a counter, so SipHash's protection against chosen keys
+/// buys nothing here, and the broker looks a connection up once per recipient of every
+/// message: a multiplicative hash is a few times cheaper.
+type ConnMap = HashMap<ConnId, Conn, BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of a connection id (spreads sequential ids over the high bits, which the
+/// table's probing uses).
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` ids are hashed (`write_u64`); anything else still gets a fair hash.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 #[derive(Debug)]
@@ -205,7 +237,7 @@ struct State {
     batch: usize,
     metrics: Arc<Metrics>,
     rooms: HashMap<String, Room>,
-    conns: HashMap<ConnId, Conn>,
+    conns: ConnMap,
     pending: Vec<Pending>,
     /// Connections whose queue overflowed, to disconnect once the current step is done. They
     /// get nothing more: a message after a dropped one would leave a gap that resuming from the
@@ -255,8 +287,8 @@ impl State {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if let Some(i) = conn.rooms.iter().position(|r| *r == room) {
                         conn.rooms.remove(i);
-                        let name = conn.name.clone();
-                        self.remove_member(&room, id, &name);
+                        let (name, mode) = (conn.name.clone(), conn.mode);
+                        self.remove_member(&room, id, &name, mode);
                     }
                 }
             }
@@ -264,7 +296,7 @@ impl State {
             Command::Disconnect { id } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     for room in &conn.rooms {
-                        self.remove_member(room, id, &conn.name);
+                        self.remove_member(room, id, &conn.name, conn.mode);
                     }
                 }
             }
@@ -336,6 +368,7 @@ impl State {
                         Room {
                             last_seq,
                             members: Vec::new(),
+                            json_members: 0,
                         },
                     );
                 }
@@ -365,8 +398,10 @@ impl State {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.rooms.push(room.clone());
         }
+        let json = self.conns.get(&id).is_some_and(|c| c.mode == Mode::Json);
         if let Some(r) = self.rooms.get_mut(&room) {
             r.members.push(id);
+            r.json_members += usize::from(json);
         }
         self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
         let name = self
@@ -505,8 +540,7 @@ impl State {
         };
         // Plain-text members get no presence: in a room without JSON members, building the
         // member list (every name, on every join) would be work for nobody.
-        let json = |m: &ConnId| self.conns.get(m).is_some_and(|c| c.mode == Mode::Json);
-        if !r.members.iter().any(json) {
+        if r.json_members == 0 {
             return;
         }
         let members = r
@@ -534,11 +568,15 @@ impl State {
 
     /// Removes `id` (called `name`) from `room`'s member list, tells the others, and forgets
     /// a room left empty. The connection's own room list is the caller's business.
-    fn remove_member(&mut self, room: &str, id: ConnId, name: &str) {
+    fn remove_member(&mut self, room: &str, id: ConnId, name: &str, mode: Mode) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
+        let before = r.members.len();
         r.members.retain(|m| *m != id);
+        if mode == Mode::Json && r.members.len() < before {
+            r.json_members -= 1;
+        }
         if r.members.is_empty() {
             self.rooms.remove(room);
             self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
@@ -607,7 +645,7 @@ impl State {
                 ));
             }
             for room in &conn.rooms {
-                self.remove_member(room, id, &conn.name);
+                self.remove_member(room, id, &conn.name, conn.mode);
             }
         }
     }

@@ -108,6 +108,43 @@ async fn plain_and_json_clients_in_one_room_see_each_other() {
     hub.stop().await.unwrap();
 }
 
+/// Presence goes to the JSON members of a room however many plain members it has, and keeps
+/// going to them as other JSON members come and go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_json_members_as_others_come_and_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let _bob = plain(&hub, "/?name=bob").await;
+    let (mut alice, _) = joined(&hub, "/", "alice", None).await;
+    let (carol, _) = joined(&hub, "/", "carol", None).await;
+    let seen = recv_kind(&mut alice, "presence").await;
+    assert_eq!(
+        (seen["event"].as_str(), seen["name"].as_str()),
+        (Some("joined"), Some("carol"))
+    );
+    drop(carol);
+    let seen = recv_kind(&mut alice, "presence").await;
+    assert_eq!(
+        (seen["event"].as_str(), seen["name"].as_str()),
+        (Some("left"), Some("carol"))
+    );
+    // One JSON member is left (alice), among plain ones: still told.
+    let dave = plain(&hub, "/?name=dave").await;
+    let seen = recv_kind(&mut alice, "presence").await;
+    assert_eq!(
+        (seen["event"].as_str(), seen["name"].as_str()),
+        (Some("joined"), Some("dave"))
+    );
+    assert_eq!(seen["members"], serde_json::json!(["bob", "alice", "dave"]));
+    drop(dave);
+    let seen = recv_kind(&mut alice, "presence").await;
+    assert_eq!(
+        (seen["event"].as_str(), seen["name"].as_str()),
+        (Some("left"), Some("dave"))
+    );
+    hub.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_reconnects_with_its_last_seq_gets_exactly_what_it_missed() {
     let dir = tempfile::tempdir().unwrap();
