@@ -200,29 +200,16 @@ impl Quiet {
 mod tests {
     use std::sync::Arc;
 
-    use duplex::{MaybeTlsStream, Role, WebSocket};
-
     use crate::metrics::Metrics;
     use crate::parking::EchoConnection;
-    use crate::routes::{OpenConnections, OpenSession};
+    use crate::routes::test_connection;
 
     /// A connection that is quiet but not yet parked costs this future (boxed by the
     /// connection's task, docs/BENCHMARKS.md): it once held two copies of the WebSocket (an
     /// `async fn` argument is kept twice) and a `Feed` future with a message slot.
     #[tokio::test]
     async fn an_idle_echo_session_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let ws = WebSocket::from_raw(
-            MaybeTlsStream::Plain(tcp),
-            Role::Server,
-            Default::default(),
-            Default::default(),
-        );
-        let (guard, _) = Arc::new(OpenConnections::default()).enter(1);
-        let open = OpenSession::new(&Arc::new(Metrics::default()), guard);
+        let (ws, open) = test_connection(&Arc::new(Metrics::default())).await;
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let (lot, _entrance) = crate::parking::lot();
         let parked = EchoConnection {

@@ -233,6 +233,26 @@ impl Drop for OpenSession {
     }
 }
 
+/// A server-side WebSocket over a loopback connection (never read from), and its place among
+/// the open connections: what a session starts from (for the unit tests of their sizes).
+#[cfg(test)]
+pub(crate) async fn test_connection(
+    metrics: &Arc<Metrics>,
+) -> (WebSocket<MaybeTlsStream>, OpenSession) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let ws = WebSocket::from_raw(
+        MaybeTlsStream::Plain(tcp),
+        duplex::Role::Server,
+        Default::default(),
+        Default::default(),
+    );
+    let (guard, _) = Arc::new(OpenConnections::default()).enter(1);
+    (ws, OpenSession::new(metrics, guard))
+}
+
 /// Sets up a chat connection and returns its session (not an `async fn` around it, which
 /// would keep the WebSocket and the rest a second time in every chat connection's state).
 fn chat(

@@ -309,12 +309,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use duplex::{MaybeTlsStream, Role, WebSocket};
-
     use super::Session;
     use crate::broker::{Broker, Mode};
     use crate::metrics::Metrics;
-    use crate::routes::{OpenConnections, OpenSession};
+    use crate::routes::test_connection;
 
     /// An idle chat connection costs this future (boxed by the connection's task), both split
     /// halves inside it, plus its queues (docs/BENCHMARKS.md). It once kept the WebSocket a
@@ -322,18 +320,8 @@ mod tests {
     /// and the broker channel's send future with a copy of the command.
     #[tokio::test]
     async fn an_idle_chat_session_stays_small() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let ws = WebSocket::from_raw(
-            MaybeTlsStream::Plain(tcp),
-            Role::Server,
-            Default::default(),
-            Default::default(),
-        );
         let metrics = Arc::new(Metrics::default());
-        let (guard, _) = Arc::new(OpenConnections::default()).enter(1);
+        let (ws, open) = test_connection(&metrics).await;
         let (broker, _commands) = Broker::detached();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let session = Session {
@@ -348,7 +336,7 @@ mod tests {
             rate_limit: 0,
             send_queue: 256,
             close_timeout: Duration::from_secs(1),
-            _open: OpenSession::new(&metrics, guard),
+            _open: open,
         };
         let run = session.run(ws);
         let size = std::mem::size_of_val(&run);
