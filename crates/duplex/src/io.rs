@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use duplex_proto::recv::Receiver;
-use duplex_proto::send::SendQueue;
+use duplex_proto::send::{SendQueue, Sender};
 use duplex_proto::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -191,6 +191,18 @@ pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin>(
 /// Returns an empty buffer to the per-thread pool (or frees it when the pool is full).
 pub(crate) fn recycle(buf: BytesMut) {
     pool::give(buf);
+}
+
+/// Readies `tx` for one more frame: refuses once more than `max` bytes wait (the caller then
+/// gives up on the peer), and lends the queue a buffer otherwise (see [`lend_write_buffer`]).
+pub(crate) fn make_room(tx: &mut Sender, max: usize) -> crate::Result<()> {
+    if tx.buffered() > max {
+        return Err(crate::Error::WriteBufferFull(
+            "more than max_write_buffer_size bytes queued",
+        ));
+    }
+    lend_write_buffer(tx.queue());
+    Ok(())
 }
 
 /// Gives `queue` a pooled buffer before a message is queued, if it has none. With

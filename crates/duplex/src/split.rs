@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::Sender;
@@ -21,7 +21,7 @@ use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 
-use crate::io::{lend_write_buffer, poll_read_message, poll_write_queue, ReadOutcome};
+use crate::io::{make_room, poll_read_message, poll_write_queue, ReadOutcome};
 use crate::keepalive::{Due, Keepalive, PingStamp, Tracked, WriteStall};
 use crate::{Config, Error, PreparedMessage, Result, WebSocket};
 
@@ -429,27 +429,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     }
 
     /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed; otherwise
-    /// readies the queue for a frame (a pooled buffer, see [`lend_write_buffer`]).
+    /// readies the queue for a frame (see [`make_room`]).
     fn check_queue(&mut self) -> Result<()> {
         if self.broken {
             return Err(Error::Closed);
         }
-        if self.tx.buffered() > self.config.max_write_buffer_size {
+        let room = make_room(&mut self.tx, self.config.max_write_buffer_size);
+        if room.is_err() {
             self.break_off();
-            return Err(Error::WriteBufferFull(
-                "more than max_write_buffer_size bytes queued",
-            ));
         }
-        lend_write_buffer(self.tx.queue());
-        Ok(())
+        room
     }
 
     /// Gives up on a peer that does not read: frees the queue; nothing more is written.
     fn break_off(&mut self) {
         self.broken = true;
-        let queue = self.tx.queue();
-        let all = queue.remaining();
-        queue.advance(all);
+        self.tx.queue().discard();
     }
 
     fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
 use crate::io::{
-    lend_write_buffer, poll_drain_to_eof, poll_read_message, poll_write_queue, receive_buffered,
+    make_room, poll_drain_to_eof, poll_read_message, poll_write_queue, receive_buffered,
     ReadOutcome,
 };
 use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
@@ -653,19 +653,16 @@ where
     }
 
     /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed; otherwise
-    /// readies the queue for a frame (a pooled buffer, see [`lend_write_buffer`]).
+    /// readies the queue for a frame (see [`make_room`]).
     fn check_queue(&mut self) -> Result<()> {
         if self.broken {
             return Err(Error::Closed);
         }
-        if self.tx.buffered() > self.config.max_write_buffer_size {
+        let room = make_room(&mut self.tx, self.config.max_write_buffer_size);
+        if room.is_err() {
             self.break_off();
-            return Err(Error::WriteBufferFull(
-                "more than max_write_buffer_size bytes queued",
-            ));
         }
-        lend_write_buffer(self.tx.queue());
-        Ok(())
+        room
     }
 
     /// Gives up on a peer that does not read: frees the queue (nothing more will be written,
@@ -674,9 +671,7 @@ where
         self.broken = true;
         self.terminated = true;
         self.held = None;
-        let queue = self.tx.queue();
-        let all = queue.remaining();
-        queue.advance(all);
+        self.tx.queue().discard();
     }
 
     fn fail_stalled(&mut self, cx: &mut Context<'_>) -> Error {

@@ -100,6 +100,21 @@ impl SendQueue {
         }
     }
 
+    /// Drops everything waiting (a peer that reads nothing is given up on); the buffer is
+    /// kept for reuse.
+    ///
+    /// ```
+    /// use duplex_proto::send::SendQueue;
+    /// let mut queue = SendQueue::default();
+    /// queue.push_bytes(bytes::Bytes::from_static(b"never read"));
+    /// queue.discard();
+    /// assert!(queue.is_empty());
+    /// ```
+    pub fn discard(&mut self) {
+        let all = self.len();
+        self.advance(all);
+    }
+
     /// Bytes waiting to be written.
     pub fn len(&self) -> usize {
         self.chunked + self.tail.len()
