@@ -41,6 +41,7 @@ pub mod auth;
 pub mod client;
 mod config;
 mod error;
+mod handover;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod io;

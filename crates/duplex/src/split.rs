@@ -2,13 +2,14 @@
 //!
 //! Each half owns its direction of the protocol engine outright: the reader holds the
 //! [`Receiver`] and the read side of the transport, the writer the [`Sender`] and the write
-//! side. No lock is shared between them. What the reader learns that the writer must act on
-//! (a ping to answer, a close to echo, a protocol violation to report with a close code) travels
-//! over a lock-free channel and is written the next time the writer is used.
+//! side. What the reader learns that the writer must act on (a ping to answer, a close to echo,
+//! a protocol violation to report with a close code) is handed over (`handover.rs`: a lock
+//! taken only when there is something to hand over; the writer's hot path reads one flag) and
+//! is written the next time the writer is used.
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -19,51 +20,11 @@ use duplex_proto::{CloseCode, CloseFrame, Message, Role};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
-use tokio::sync::mpsc;
 
+use crate::handover::{handover, Control, Handed, ReaderEnd, WriterEnd};
 use crate::io::{make_room, poll_read_message, poll_write_queue, ReadOutcome};
 use crate::keepalive::{Due, Keepalive, PingStamp, Tracked, WriteStall};
 use crate::{Config, Error, PreparedMessage, Result, WebSocket};
-
-/// What the reader hands over to the writer. Payloads are boxed: these are rare (at most one
-/// per keepalive interval, and once at the end), while the channel reserves room for 32 of
-/// them from the start, which at a pointer each stays small for every split connection.
-#[derive(Debug)]
-enum Control {
-    /// A received close, which obliges an answer.
-    React(Box<Message>),
-    /// The peer broke the protocol: send the close frame for this error.
-    Fail(Box<duplex_proto::Error>),
-    /// A keepalive ping to send, with its id for [`PingStamp::mark`].
-    Ping(Box<(u64, Bytes)>),
-    /// Fail the connection with this close frame (a keepalive ping went unanswered).
-    Close(Box<CloseFrame>),
-    /// The pong slot went from empty to full: wakes a writer waiting in
-    /// [`WebSocketWriter::flush_control`].
-    Pong,
-}
-
-/// The payload of the last ping received and not answered yet. Only the most recent ping needs
-/// a pong (RFC 6455 section 5.5.3), so a peer that floods pings while the writer is idle costs
-/// one slot, not a queue that grows with every ping.
-#[derive(Debug, Default)]
-struct PongSlot(Mutex<Option<Bytes>>);
-
-impl PongSlot {
-    /// Stores the payload to answer; true if the slot was empty (the writer must be told).
-    fn put(&self, payload: Bytes) -> bool {
-        // A poisoned lock only means a panic elsewhere mid-assignment of a plain value.
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(payload)
-            .is_none()
-    }
-
-    fn take(&self) -> Option<Bytes> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-}
 
 // The parts of a connection moving between its whole and split forms; a struct for them
 // would exist only to be taken apart again.
@@ -79,31 +40,28 @@ pub(crate) fn split<S: AsyncRead + AsyncWrite + Unpin>(
     mut keepalive: Keepalive,
 ) -> (WebSocketReader<S>, WebSocketWriter<S>) {
     let (read_io, write_io) = tokio::io::split(io);
-    let (control_tx, control_rx) = mpsc::unbounded_channel();
-    let pong = Arc::new(PongSlot::default());
+    let (reader_end, writer_end) = handover();
     let stamp = keepalive.share_stamp();
     (
         WebSocketReader {
             io: read_io,
             rx,
             read_buf,
-            control: control_tx,
+            handover: reader_end,
             terminated: false,
             protocol: protocol.clone(),
             keepalive,
-            pong: pong.clone(),
         },
         WebSocketWriter {
             io: write_io,
             tx,
-            control: control_rx,
+            handover: writer_end,
             stall: WriteStall::default(),
             config,
             role,
             protocol,
             peer_closed: false,
             shut_down: false,
-            pong,
             stamp,
             broken: false,
         },
@@ -128,11 +86,10 @@ pub struct WebSocketReader<S> {
     io: ReadHalf<S>,
     rx: Receiver,
     read_buf: BytesMut,
-    control: mpsc::UnboundedSender<Control>,
+    handover: ReaderEnd,
     terminated: bool,
     protocol: Option<String>,
     keepalive: Keepalive,
-    pong: Arc<PongSlot>,
 }
 
 /// The writing half of a split [`WebSocket`]: a [`Sink`] of messages.
@@ -142,13 +99,12 @@ pub struct WebSocketReader<S> {
 pub struct WebSocketWriter<S> {
     io: WriteHalf<S>,
     tx: Sender,
-    control: mpsc::UnboundedReceiver<Control>,
+    handover: WriterEnd,
     config: Arc<Config>,
     role: Role,
     protocol: Option<String>,
     peer_closed: bool,
     shut_down: bool,
-    pong: Arc<PongSlot>,
     stamp: Arc<PingStamp>,
     stall: WriteStall,
     broken: bool,
@@ -216,11 +172,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
             loop {
                 match this.keepalive.poll(cx) {
                     Poll::Ready(Due::Ping(id, payload)) => {
-                        let _ = this.control.send(Control::Ping(Box::new((id, payload))));
+                        this.handover.send(Control::Ping(id, payload));
                     }
                     Poll::Ready(Due::TimedOut(after)) => {
                         let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
-                        let _ = this.control.send(Control::Close(Box::new(frame)));
+                        this.handover.send(Control::Close(frame));
                         this.terminated = true;
                         return Poll::Ready(Some(Err(Error::KeepaliveTimeout(after))));
                     }
@@ -231,13 +187,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
         Poll::Ready(match outcome {
             ReadOutcome::Message(msg) => {
                 match &msg {
-                    // `put` always stores the payload; only an empty slot needs a wake-up.
-                    Message::Ping(payload) if this.pong.put(payload.clone()) => {
-                        let _ = this.control.send(Control::Pong);
-                    }
+                    Message::Ping(payload) => this.handover.pong(payload.clone()),
                     Message::Pong(payload) => this.keepalive.pong(payload),
                     Message::Close(_) => {
-                        let _ = this.control.send(Control::React(Box::new(msg.clone())));
+                        this.handover.send(Control::React(msg.clone()));
                     }
                     _ => {}
                 }
@@ -245,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
             }
             ReadOutcome::Protocol(e) => {
                 this.terminated = true;
-                let _ = this.control.send(Control::Fail(Box::new(e.clone())));
+                this.handover.send(Control::Fail(e.clone()));
                 Some(Err(e.into()))
             }
             ReadOutcome::Finished => {
@@ -356,38 +309,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketWriter<S> {
     /// Cancel safe: what was taken over is queued before any write, and queued frames go out
     /// with the next write or flush.
     pub async fn flush_control(&mut self) -> Result<()> {
-        match self.control.recv().await {
-            Some(c) => self.apply(c),
+        match poll_fn(|cx| self.handover.poll_take(cx)).await {
+            Some(handed) => self.apply(handed),
             None => return Err(Error::Closed),
         }
         self.flush().await
     }
 
     fn drain_control(&mut self) {
-        while let Ok(c) = self.control.try_recv() {
-            self.apply(c);
-        }
-        if let Some(payload) = self.pong.take() {
-            self.tx.react(&Message::Ping(payload));
+        if let Some(handed) = self.handover.take() {
+            self.apply(handed);
         }
     }
 
-    fn apply(&mut self, c: Control) {
+    fn apply(&mut self, handed: Handed) {
+        // The pong first: a ping the reader saw came before any close it hands over.
+        if let Some(payload) = handed.pong {
+            self.tx.react(&Message::Ping(payload));
+        }
+        for c in handed.control {
+            self.apply_control(c);
+        }
+    }
+
+    fn apply_control(&mut self, c: Control) {
         match c {
-            Control::Pong => {
-                if let Some(payload) = self.pong.take() {
-                    self.tx.react(&Message::Ping(payload));
-                }
-            }
-            Control::Ping(ping) => {
-                let (id, payload) = *ping;
+            Control::Ping(id, payload) => {
                 if self.tx.send(Message::Ping(payload)).is_ok() {
                     self.stamp.mark(id);
                 }
             }
             Control::Close(frame) => {
                 self.peer_closed = true;
-                let _ = self.tx.close(Some(*frame));
+                let _ = self.tx.close(Some(frame));
             }
             Control::React(msg) => {
                 self.peer_closed |= msg.is_close();
@@ -505,15 +459,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocketWriter<S> {
                 .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
         }
         this.poll_write_all(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// Every split connection's control channel reserves room for a block of 32 of these from
-    /// the start (1.5 KiB when the payloads were inline).
-    #[test]
-    fn a_control_message_is_two_words() {
-        assert!(std::mem::size_of::<super::Control>() <= 16);
     }
 }
