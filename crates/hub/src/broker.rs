@@ -32,6 +32,7 @@ use crate::close::CLOSE_TOO_SLOW;
 use crate::config::HubConfig;
 use crate::error::{HubError, Result};
 use crate::metrics::Metrics;
+use crate::outbox::{OutboxSender, Refused};
 use crate::protocol::{
     clean_name, valid_room, ChatMessage, PresenceEvent, RoomInfo, ServerMessage,
 };
@@ -68,7 +69,7 @@ pub(crate) struct Registration {
     pub(crate) name: String,
     pub(crate) mode: Mode,
     /// Frames for the connection's writer.
-    pub(crate) queue: mpsc::Sender<PreparedMessage>,
+    pub(crate) queue: OutboxSender,
     /// Fired when the broker disconnects the connection.
     pub(crate) kick: oneshot::Sender<CloseFrame>,
     /// A room to join right away (plain connections, which cannot ask).
@@ -214,7 +215,7 @@ impl Hasher for IdHasher {
 struct Conn {
     name: String,
     mode: Mode,
-    queue: mpsc::Sender<PreparedMessage>,
+    queue: OutboxSender,
     kick: Option<oneshot::Sender<CloseFrame>>,
     rooms: Vec<String>,
 }
@@ -658,7 +659,7 @@ fn offer_to(id: ConnId, conn: &Conn, frame: PreparedMessage, to_kick: &mut Vec<C
     if to_kick.contains(&id) {
         return;
     }
-    if let Err(mpsc::error::TrySendError::Full(_)) = conn.queue.try_send(frame) {
+    if let Err(Refused::Full) = conn.queue.try_send(frame) {
         to_kick.push(id);
     }
 }

@@ -35,6 +35,7 @@ mod echo;
 mod error;
 mod hub;
 mod metrics;
+mod outbox;
 mod page;
 mod parking;
 pub mod protocol;

@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use duplex::{CloseCode, CloseFrame, MaybeTlsStream, Message, PreparedMessage, WebSocket};
 use duplex::{WebSocketReader, WebSocketWriter};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tracing::info;
 
 use crate::broker::{Broker, Command, ConnId, Mode, Registration};
 use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use crate::metrics::Metrics;
+use crate::outbox::{outbox, Outbox, OutboxSender};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rate::RateLimit;
 use crate::routes::OpenSession;
@@ -79,7 +80,7 @@ impl Session {
     #[allow(clippy::manual_async_fn)]
     pub(crate) fn run(self, ws: WebSocket<MaybeTlsStream>) -> impl Future<Output = ()> + Send {
         let started = Instant::now();
-        let (queue_tx, mut queue_rx) = mpsc::channel(self.send_queue);
+        let (queue_tx, mut queue_rx) = outbox(self.send_queue);
         let (kick_tx, kick_rx) = oneshot::channel();
         let registration = Registration {
             id: self.id,
@@ -138,7 +139,7 @@ impl Session {
     async fn read_loop(
         &self,
         reader: &mut WebSocketReader<MaybeTlsStream>,
-        local: &mpsc::Sender<PreparedMessage>,
+        local: &OutboxSender,
         wake_writer: &Notify,
     ) -> End {
         let mut limit = RateLimit::new(self.rate_limit, Instant::now());
@@ -230,7 +231,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// asks. Only returns on error.
 async fn write_loop(
     writer: &mut WebSocketWriter<MaybeTlsStream>,
-    queue: &mut mpsc::Receiver<PreparedMessage>,
+    queue: &mut Outbox,
     wake: &Notify,
     metrics: &Metrics,
 ) -> duplex::Error {
@@ -249,8 +250,6 @@ async fn write_loop(
                 }
             }
             frame = queue.recv() => {
-                // The session holds a sender itself, so the queue never ends while it runs.
-                let Some(frame) = frame else { return duplex::Error::Closed };
                 // Queue what else is already waiting too (up to a write's worth), then write
                 // it all at once: one system call per burst, not per message.
                 let mut next = Some(frame);
@@ -260,7 +259,7 @@ async fn write_loop(
                     }
                     metrics.sent(frame.frame_len());
                     if writer.buffered() < BATCH_BYTES {
-                        next = queue.try_recv().ok();
+                        next = queue.try_recv();
                     }
                 }
                 if let Err(e) = writer.flush().await {
