@@ -19,7 +19,8 @@
 #   SERVERS="duplex tokio-tungstenite fastwebsockets node-ws tcp"
 #   SCENARIOS="1x20B 100x20B 10x16KiB 1000x1KiB"
 #   IDLE_CONNECTIONS=10000             connections for the memory-per-connection run (0: skip;
-#                                      tokio-floor, the runtime's own floor, runs here too)
+#                                      tokio-floor, the runtime's own floor, runs here too, and
+#                                      duplex-chat: duplex's connections in a chat room)
 #   FANOUT="1000 10000"                subscriber counts for the fan-out runs ("": skip)
 #   OUT=target/bench-compare           where results go
 set -euo pipefail
@@ -158,6 +159,17 @@ if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
     fi
     stop_server
   done
+  # duplex-chat: the same idle connections in one chat room (split halves, an outbox, the
+  # broker's member list), which are not parked.
+  if [[ " ${servers[*]} " == *" duplex "* ]]; then
+    start_server duplex
+    log "idle memory: $IDLE_CONNECTIONS connections in a duplex chat room"
+    if json=$("$duplex" bench "${url%/echo}/rooms/idle" --idle -c "$IDLE_CONNECTIONS" \
+      --server-pid "$server_pid" --warmup 2s --json); then
+      record duplex-chat "idle" 1 "$json"
+    fi
+    stop_server
+  fi
 fi
 
 for subscribers in $FANOUT; do

@@ -11,9 +11,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVER_ORDER = ["duplex", "tokio-tungstenite", "fastwebsockets", "node-ws", "tcp", "tokio-floor"]
+SERVER_ORDER = [
+    "duplex", "duplex-chat", "tokio-tungstenite", "fastwebsockets", "node-ws", "tcp", "tokio-floor",
+]
 COLORS = {
     "duplex": "#2b6cb0",
+    "duplex-chat": "#63b3ed",
     "tokio-tungstenite": "#dd6b20",
     "fastwebsockets": "#38a169",
     "node-ws": "#805ad5",
