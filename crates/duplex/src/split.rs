@@ -167,8 +167,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocketReader<S> {
             this.keepalive.activity();
         }
         let Poll::Ready(outcome) = outcome else {
-            // Nothing to read: now the keepalive matters (as in `WebSocket`). A send error
-            // means the writer is gone; nobody is left to answer, which is fine.
+            // Nothing to read: now the keepalive matters (as in `WebSocket`). Once the writer
+            // is gone, what is handed over is dropped: nobody is left to send it.
             loop {
                 match this.keepalive.poll(cx) {
                     Poll::Ready(Due::Ping(id, payload)) => {
