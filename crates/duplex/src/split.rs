@@ -1,4 +1,4 @@
-//! Independent read and write halves of a [`WebSocket`](crate::WebSocket).
+//! Independent read and write halves of a [`WebSocket`].
 //!
 //! Each half owns its direction of the protocol engine outright: the reader holds the
 //! [`Receiver`] and the read side of the transport, the writer the [`Sender`] and the write
