@@ -216,16 +216,18 @@ impl Chat {
                 room,
                 event,
                 name,
+                count,
                 members,
             } => {
                 let verb = match event {
                     PresenceEvent::Joined => "joined",
                     PresenceEvent::Left => "left",
                 };
-                out.note(&format!(
-                    "* {name} {verb} {room} (here: {})",
-                    members.join(", ")
-                ));
+                let here = match members {
+                    Some(members) => format!("here: {}", name_list(&members)),
+                    None => format!("{count} here"),
+                };
+                out.note(&format!("* {name} {verb} {room} ({here})"));
             }
             ServerMessage::Rooms { rooms } => {
                 let list: Vec<String> = rooms
@@ -326,6 +328,18 @@ impl Session for Chat {
     }
 }
 
+/// Names shown on joining a room; a bigger room shows these and how many more.
+const NAMES_SHOWN: usize = 20;
+
+/// "alice, bob", or "alice, bob, ... and 9,980 more" for a big room.
+fn name_list(members: &[String]) -> String {
+    if members.len() <= NAMES_SHOWN {
+        return members.join(", ");
+    }
+    let rest = members.len() - NAMES_SHOWN;
+    format!("{} and {rest} more", members[..NAMES_SHOWN].join(", "))
+}
+
 /// Milliseconds since the Unix epoch, now.
 fn now_millis() -> u64 {
     let now = std::time::SystemTime::now()
@@ -379,6 +393,14 @@ mod tests {
             .expect("shown");
         let rejoin = chat.opened(Some(SUBPROTOCOL), &mut out);
         assert_eq!(text(&rejoin[0])["since"], 7);
+    }
+
+    #[test]
+    fn a_big_room_is_not_listed_in_full() {
+        let members: Vec<String> = (0..1000).map(|i| format!("user{i}")).collect();
+        let shown = name_list(&members);
+        assert!(shown.starts_with("user0, user1, "), "{shown}");
+        assert!(shown.ends_with("user19 and 980 more"), "{shown}");
     }
 
     #[test]

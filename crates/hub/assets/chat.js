@@ -92,10 +92,18 @@ const handlers = {
   message(m) { addMessage(m); },
   history(h) { for (const m of h.messages) addMessage(m); },
   presence(p) {
+    // The whole list comes with our own join; after that, names come and go one by one.
     const r = roomState(p.room);
-    r.members = p.members;
+    if (p.members) {
+      r.members = p.members;
+    } else if (p.event === "joined") {
+      r.members.push(p.name);
+    } else {
+      const i = r.members.indexOf(p.name);
+      if (i >= 0) r.members.splice(i, 1);
+    }
     const known = state.known.get(p.room);
-    if (known) known.members = p.members.length;
+    if (known) known.members = p.count;
     if (p.room === state.room) {
       renderMembers();
       if (p.name !== state.name) notice(`${p.name} ${p.event === "joined" ? "joined" : "left"}`);

@@ -410,7 +410,7 @@ impl State {
             .get(&id)
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        self.announce(&room, name, PresenceEvent::Joined);
+        self.announce(&room, id, name, PresenceEvent::Joined);
     }
 
     /// Sends stored messages to `id` as one or more `history` frames (always at least one, so
@@ -534,31 +534,58 @@ impl State {
         self.metrics.fanout(p.at.elapsed());
     }
 
-    /// Tells the JSON members of `room` that `name` arrived or left.
-    fn announce(&mut self, room: &str, name: String, event: PresenceEvent) {
+    /// Tells the JSON members of `room` that `name` arrived or left: the others by name and
+    /// count, a JSON joiner (`who` on a join) with the whole member list as well.
+    fn announce(&mut self, room: &str, who: ConnId, name: String, event: PresenceEvent) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        // Plain-text members get no presence: in a room without JSON members, building the
-        // member list (every name, on every join) would be work for nobody.
+        // Plain-text members get no presence: in a room without JSON members, even the small
+        // frame would be work for nobody.
         if r.json_members == 0 {
             return;
         }
-        let members = r
-            .members
-            .iter()
-            .filter_map(|m| self.conns.get(m).map(|c| c.name.clone()))
-            .collect();
+        let joiner = match event {
+            PresenceEvent::Joined => self.conns.get(&who).filter(|c| c.mode == Mode::Json),
+            PresenceEvent::Left => None,
+        };
+        if let Some(conn) = joiner {
+            let members = r
+                .members
+                .iter()
+                .filter_map(|m| self.conns.get(m).map(|c| c.name.clone()))
+                .collect();
+            let whole = ServerMessage::Presence {
+                room: room.to_owned(),
+                event,
+                name: name.clone(),
+                count: r.members.len(),
+                members: Some(members),
+            };
+            offer_to(
+                who,
+                conn,
+                PreparedMessage::text(whole.to_json()),
+                &mut self.to_kick,
+            );
+        }
+        if r.json_members == usize::from(joiner.is_some()) {
+            return;
+        }
         let frame = PreparedMessage::text(
             ServerMessage::Presence {
                 room: room.to_owned(),
                 event,
                 name,
-                members,
+                count: r.members.len(),
+                members: None,
             }
             .to_json(),
         );
         for &member in &r.members {
+            if member == who {
+                continue;
+            }
             if let Some(conn) = self.conns.get(&member) {
                 if conn.mode == Mode::Json {
                     offer_to(member, conn, frame.clone(), &mut self.to_kick);
@@ -582,7 +609,7 @@ impl State {
             self.rooms.remove(room);
             self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
         } else {
-            self.announce(room, name.to_owned(), PresenceEvent::Left);
+            self.announce(room, id, name.to_owned(), PresenceEvent::Left);
         }
     }
 

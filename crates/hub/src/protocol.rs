@@ -107,7 +107,10 @@ pub enum ServerMessage {
     /// A message said in a room (to every JSON member, the sender included, so it learns the
     /// sequence number).
     Message(ChatMessage),
-    /// Someone joined or left; `members` is the room's member list afterwards.
+    /// Someone joined or left. The joiner's own `joined` carries the whole member list; the
+    /// others get the name and the count only, and keep their list by adding and removing
+    /// names: a join to a room of N then costs N small frames, not N copies of an N-name list
+    /// (which made N joins cost N cubed bytes, and a join-and-leave loop a cheap flood).
     Presence {
         /// The room.
         room: String,
@@ -115,8 +118,11 @@ pub enum ServerMessage {
         event: PresenceEvent,
         /// Who.
         name: String,
-        /// Everyone in the room now, in order of arrival.
-        members: Vec<String>,
+        /// How many members the room has now (plain-text ones included).
+        count: usize,
+        /// Everyone in the room now, in order of arrival: only in the joiner's own `joined`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<String>>,
     },
     /// Stored messages replayed on join, oldest first.
     History {
@@ -246,11 +252,23 @@ mod tests {
             room: "general".into(),
             event: PresenceEvent::Joined,
             name: "bob".into(),
-            members: vec!["alice".into(), "bob".into()],
+            count: 2,
+            members: Some(vec!["alice".into(), "bob".into()]),
         };
         assert_eq!(
             p.to_json(),
-            r#"{"type":"presence","room":"general","event":"joined","name":"bob","members":["alice","bob"]}"#
+            r#"{"type":"presence","room":"general","event":"joined","name":"bob","count":2,"members":["alice","bob"]}"#
+        );
+        let p = ServerMessage::Presence {
+            room: "general".into(),
+            event: PresenceEvent::Left,
+            name: "bob".into(),
+            count: 1,
+            members: None,
+        };
+        assert_eq!(
+            p.to_json(),
+            r#"{"type":"presence","room":"general","event":"left","name":"bob","count":1}"#
         );
     }
 }

@@ -34,7 +34,7 @@ async fn json_clients_exchange_messages_with_sequence_numbers_and_presence() {
     let presence = recv_json(&mut alice).await;
     assert_eq!(
         presence,
-        json!({"type": "presence", "room": "lobby", "event": "joined", "name": "bob", "members": ["alice", "bob"]})
+        json!({"type": "presence", "room": "lobby", "event": "joined", "name": "bob", "count": 2})
     );
 
     say(&mut alice, "hi bob").await;
@@ -67,7 +67,7 @@ async fn json_clients_exchange_messages_with_sequence_numbers_and_presence() {
     let left = recv_json(&mut alice).await;
     assert_eq!(
         left,
-        json!({"type": "presence", "room": "lobby", "event": "left", "name": "bob", "members": ["alice"]})
+        json!({"type": "presence", "room": "lobby", "event": "left", "name": "bob", "count": 1})
     );
 
     send_json(&mut alice, json!({"type": "rooms"})).await;
@@ -135,13 +135,46 @@ async fn presence_reaches_json_members_as_others_come_and_go() {
         (seen["event"].as_str(), seen["name"].as_str()),
         (Some("joined"), Some("dave"))
     );
-    assert_eq!(seen["members"], serde_json::json!(["bob", "alice", "dave"]));
+    assert_eq!(seen["count"], 3);
     drop(dave);
     let seen = recv_kind(&mut alice, "presence").await;
     assert_eq!(
         (seen["event"].as_str(), seen["name"].as_str()),
         (Some("left"), Some("dave"))
     );
+    hub.stop().await.unwrap();
+}
+
+/// A join costs the room a small frame per member: the member list goes to the joiner only
+/// (a list to every member on every join would make a room of N send N cubed bytes as it
+/// fills, and let one client flood everybody by joining and leaving).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_joiner_gets_the_member_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut alice, _) = joined(&hub, "/", "alice", None).await;
+    let mut crowd = Vec::new();
+    for i in 0..50 {
+        crowd.push(plain(&hub, &format!("/?name=p{i}")).await);
+        let seen = recv_kind(&mut alice, "presence").await;
+        assert_eq!(seen["count"], i + 2, "{seen}");
+    }
+    let mut carol = json_client(&hub, "/").await;
+    send_json(&mut carol, json!({"type": "join", "name": "carol"})).await;
+    recv_kind(&mut carol, "history").await;
+    let own = recv_kind(&mut carol, "presence").await;
+    let mut expected = vec!["alice".to_owned()];
+    expected.extend((0..50).map(|i| format!("p{i}")));
+    expected.push("carol".to_owned());
+    assert_eq!(own["members"], json!(expected));
+    assert_eq!(own["count"], 52);
+
+    let seen = recv_kind(&mut alice, "presence").await;
+    assert_eq!(
+        seen,
+        json!({"type": "presence", "room": "general", "event": "joined", "name": "carol", "count": 52})
+    );
+    drop(crowd);
     hub.stop().await.unwrap();
 }
 

@@ -117,7 +117,13 @@ pub async fn joined(hub: &TestHub, path: &str, name: &str, since: Option<u64>) -
         let msg = recv_json(&mut ws).await;
         match msg["type"].as_str() {
             Some("history") => history.extend(msg["messages"].as_array().unwrap().iter().cloned()),
-            Some("presence") if msg["name"] == name && msg["event"] == "joined" => break,
+            Some("presence") if msg["name"] == name && msg["event"] == "joined" => {
+                // The joiner's own presence, and only that one, lists the room.
+                let members = msg["members"].as_array().expect("members on own join");
+                assert!(members.iter().any(|m| m == name), "{msg}");
+                assert_eq!(msg["count"].as_u64(), Some(members.len() as u64), "{msg}");
+                break;
+            }
             _ => panic!("unexpected before own presence: {msg}"),
         }
     }
