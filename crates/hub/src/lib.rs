@@ -42,6 +42,7 @@ pub mod protocol;
 mod rate;
 mod routes;
 mod session;
+mod shutdown;
 mod store;
 
 pub use close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW};

@@ -19,6 +19,7 @@ use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, watch};
 
 use crate::routes::OpenSession;
+use crate::shutdown::stopping;
 
 /// An echo connection with what its session needs.
 #[derive(Debug)]
@@ -155,7 +156,7 @@ pub(crate) async fn run(
                     }
                 }
             }
-            _ = shutdown.wait_for(|stopping| *stopping) => break,
+            () = stopping(&mut shutdown) => break,
         }
     }
     entering.close();

@@ -23,6 +23,7 @@ use crate::outbox::{outbox, Outbox, OutboxSender};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rate::RateLimit;
 use crate::routes::OpenSession;
+use crate::shutdown::stopping;
 
 /// Everything a chat connection needs besides its socket.
 #[derive(Debug)]
@@ -109,7 +110,7 @@ impl Session {
                 let stop = async {
                     tokio::select! {
                         Ok(frame) = kick_rx => frame,
-                        _ = shutdown.wait_for(|stopping| *stopping) => {
+                        () = stopping(&mut shutdown) => {
                             CloseFrame::new(CloseCode(CLOSE_SHUTDOWN), "server shutting down")
                         }
                     }
