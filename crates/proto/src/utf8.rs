@@ -52,7 +52,14 @@ impl Utf8Validator {
                 Err(_) => return Err(InvalidUtf8),
             }
         }
-        match std::str::from_utf8(data) {
+        // SIMD validation, about 10x std's speed on non-ASCII text and 2x on ASCII
+        // (crates/proto/benches, utf8): `basic` for the common case (the whole piece is
+        // valid), `compat`, a little slower, to find where a piece that is not stops being
+        // valid (a read that ends inside a code point, every time, for streamed text).
+        if simdutf8::basic::from_utf8(data).is_ok() {
+            return Ok(());
+        }
+        match simdutf8::compat::from_utf8(data) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {
                 let tail = &data[e.valid_up_to()..];
@@ -129,6 +136,24 @@ mod tests {
         #[test]
         fn agrees_with_std(data in proptest::collection::vec(any::<u8>(), 0..64),
                            mut cuts in proptest::collection::vec(0usize..64, 0..6)) {
+            cuts.iter_mut().for_each(|c| *c = (*c).min(data.len()));
+            cuts.sort_unstable();
+            let whole = std::str::from_utf8(&data).is_ok();
+            let pieces = split_validate(&data, &cuts).unwrap_or(false);
+            prop_assert_eq!(whole, pieces);
+        }
+
+        /// Long enough for the SIMD paths (64-byte blocks), with one byte anywhere replaced
+        /// by anything: valid text, a bad byte, or a code point cut short.
+        #[test]
+        fn agrees_with_std_on_long_text(s in "\\PC{0,300}", at in any::<prop::sample::Index>(),
+                                        bad in any::<u8>(),
+                                        mut cuts in proptest::collection::vec(0usize..1200, 0..6)) {
+            let mut data = s.into_bytes();
+            if !data.is_empty() {
+                let i = at.index(data.len());
+                data[i] = bad;
+            }
             cuts.iter_mut().for_each(|c| *c = (*c).min(data.len()));
             cuts.sort_unstable();
             let whole = std::str::from_utf8(&data).is_ok();
