@@ -74,15 +74,15 @@ impl Metrics {
     }
 
     pub(crate) fn received(&self, bytes: usize) {
-        let shard = self.traffic.mine();
-        shard.messages_in.fetch_add(1, Relaxed);
-        shard.bytes_in.fetch_add(bytes as u64, Relaxed);
+        let (shard, owned) = self.traffic.mine();
+        add(&shard.messages_in, 1, owned);
+        add(&shard.bytes_in, bytes as u64, owned);
     }
 
     pub(crate) fn sent(&self, bytes: usize) {
-        let shard = self.traffic.mine();
-        shard.messages_out.fetch_add(1, Relaxed);
-        shard.bytes_out.fetch_add(bytes as u64, Relaxed);
+        let (shard, owned) = self.traffic.mine();
+        add(&shard.messages_out, 1, owned);
+        add(&shard.bytes_out, bytes as u64, owned);
     }
 
     /// Records the time from a message's arrival to its last recipient's queue.
@@ -230,16 +230,18 @@ impl Metrics {
     }
 }
 
-/// Messages and bytes in and out, in one shard per thread (modulo [`SHARDS`]): a worker's
-/// four increments per echoed message land in a cache line that worker alone writes, instead
-/// of one line that every worker takes from the others each time.
+/// Messages and bytes in and out, in one shard per thread: a worker's four increments per
+/// echoed message land in a cache line that worker alone writes, instead of one line that
+/// every worker takes from the others each time; and as no other thread writes it, they need
+/// no atomic read-modify-write (a locked instruction each, 2% of the server's CPU with 20-byte
+/// messages).
 #[derive(Debug, Default)]
 struct Traffic {
     shards: [Shard; SHARDS],
 }
 
-/// Shards of [`Traffic`]: more than the worker threads of most machines; threads beyond
-/// share (the counts stay exact, only the cache line is shared again).
+/// Shards of [`Traffic`]: one for each of the first `SHARDS - 1` threads that count (more than
+/// the worker threads of most machines), and the last one shared by any thread after those.
 const SHARDS: usize = 16;
 
 /// One thread's counts, alone in its cache line (128 bytes: two lines are fetched together on
@@ -254,19 +256,31 @@ struct Shard {
 }
 
 impl Traffic {
-    /// This thread's shard.
-    fn mine(&self) -> &Shard {
+    /// This thread's shard, and whether this thread is the only one that writes it.
+    fn mine(&self) -> (&Shard, bool) {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
-            static INDEX: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+            // Numbers are never reused, so no two threads ever own the same shard (of any
+            // `Metrics`: the number is per thread, not per instance).
+            static INDEX: usize = NEXT.fetch_add(1, Relaxed).min(SHARDS - 1);
         }
-        let i = INDEX.try_with(|i| *i).unwrap_or(0);
-        &self.shards[i]
+        let i = INDEX.try_with(|i| *i).unwrap_or(SHARDS - 1);
+        (&self.shards[i], i < SHARDS - 1)
     }
 
     /// One count over every shard.
     fn sum(&self, count: impl Fn(&Shard) -> &AtomicU64) -> u64 {
         self.shards.iter().map(|s| count(s).load(Relaxed)).sum()
+    }
+}
+
+/// Adds `n` to a count; `owned`: only this thread writes it, so a plain load and store are
+/// exact (and a reader sees the value before or after, never a torn one).
+fn add(count: &AtomicU64, n: u64, owned: bool) {
+    if owned {
+        count.store(count.load(Relaxed).wrapping_add(n), Relaxed);
+    } else {
+        count.fetch_add(n, Relaxed);
     }
 }
 

@@ -283,6 +283,9 @@ impl Receiver {
 
     fn complete(&mut self, head: FrameHeader, payload: BytesMut) -> Result<Option<Message>, Error> {
         match head.opcode {
+            // A whole message in one uncompressed frame, the common case: nothing to assemble.
+            OpCode::Binary if head.fin && !head.rsv1 => Ok(Some(Message::Binary(payload.freeze()))),
+            OpCode::Text if head.fin && !head.rsv1 => self.text(payload.freeze()).map(Some),
             OpCode::Text | OpCode::Binary => {
                 let mut partial = Partial {
                     text: head.opcode == OpCode::Text,
@@ -368,6 +371,11 @@ impl Receiver {
         if !partial.text {
             return Ok(Message::Binary(data));
         }
+        self.text(data)
+    }
+
+    /// A text message's payload, validated as it arrived, as a message.
+    fn text(&self, data: bytes::Bytes) -> Result<Message, Error> {
         if !self.utf8.is_complete() {
             return Err(Error::InvalidUtf8);
         }
