@@ -280,3 +280,29 @@ async fn protocol_errors_are_reported_and_the_connection_stays_open() {
     assert_eq!(recv_json(&mut ws).await["type"], "presence");
     hub.stop().await.unwrap();
 }
+
+/// Pongs and close replies go out while no chat traffic wakes the writer (it waits for what
+/// the reader hands over beside its queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_chat_connection_answers_pings_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (mut alice, _) = joined(&hub, "/", "alice", None).await;
+    let mut bob = plain(&hub, "/?name=bob").await;
+    recv_kind(&mut alice, "presence").await;
+    for ws in [&mut alice, &mut bob] {
+        for round in 0..3u8 {
+            let payload = vec![round; 4];
+            ws.send(Message::Ping(payload.clone().into()))
+                .await
+                .unwrap();
+            let pong = tokio::time::timeout(WAIT, ws.recv()).await.unwrap();
+            assert_eq!(pong.unwrap().unwrap(), Message::Pong(payload.into()));
+        }
+        tokio::time::timeout(WAIT, ws.close(None))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    hub.stop().await.unwrap();
+}
