@@ -1,5 +1,9 @@
 //! `duplex`: a WebSocket server and client on the command line.
 
+// The doc comments on options are their `--help` text, written for a terminal: a bare URL or
+// `[user:pass@]` there is meant literally, not as a link.
+#![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
