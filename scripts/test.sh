@@ -15,6 +15,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "cargo test"
 cargo test --workspace --quiet
 
+step "cargo doc (warnings are errors: broken links in the API docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "fuzz every target for 60 s (scripts/fuzz.sh; docs/FUZZING.md)"
 bash scripts/fuzz.sh 60
 
