@@ -51,9 +51,25 @@ test("two browsers chat in a room, and a reload shows the history", { timeout: 9
     // The room list shows the room with its member count.
     await a.waitForSelector('#rooms li.current[data-room="team"]');
 
+    // Alice's member list follows Bob's leave and rejoin (the server sends names that come and
+    // go; only a joiner gets the whole list), and his leaving for good.
+    const members = (page) =>
+      page.$$eval("#members li", (items) => items.map((li) => li.textContent).join(","));
+    const until = async (page, want) => {
+      await page.waitForFunction(
+        (w) => [...document.querySelectorAll("#members li")].map((li) => li.textContent).join(",") === w,
+        want,
+      );
+      assert.equal(await members(page), want);
+    };
+    await until(a, "Alice,Bob");
+    await until(b, "Alice,Bob");
+
     if (screenshot) {
       await a.screenshot({ path: screenshot });
     }
+    await b.close();
+    await until(a, "Alice");
   } finally {
     await alice.close();
     await bob.close();
