@@ -139,15 +139,22 @@ mod tests {
         assert!(v.is_complete());
     }
 
+    /// The validator fed `data` cut at `cuts` (clamped and sorted) says what std says of the
+    /// whole.
+    fn agree_in_pieces(data: &[u8], cuts: &mut [usize]) -> Result<(), TestCaseError> {
+        cuts.iter_mut().for_each(|c| *c = (*c).min(data.len()));
+        cuts.sort_unstable();
+        let whole = std::str::from_utf8(data).is_ok();
+        let pieces = split_validate(data, cuts).unwrap_or(false);
+        prop_assert_eq!(whole, pieces);
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn agrees_with_std(data in proptest::collection::vec(any::<u8>(), 0..64),
                            mut cuts in proptest::collection::vec(0usize..64, 0..6)) {
-            cuts.iter_mut().for_each(|c| *c = (*c).min(data.len()));
-            cuts.sort_unstable();
-            let whole = std::str::from_utf8(&data).is_ok();
-            let pieces = split_validate(&data, &cuts).unwrap_or(false);
-            prop_assert_eq!(whole, pieces);
+            agree_in_pieces(&data, &mut cuts)?;
         }
 
         /// Long enough for the SIMD paths (64-byte blocks), with one byte anywhere replaced
@@ -161,11 +168,7 @@ mod tests {
                 let i = at.index(data.len());
                 data[i] = bad;
             }
-            cuts.iter_mut().for_each(|c| *c = (*c).min(data.len()));
-            cuts.sort_unstable();
-            let whole = std::str::from_utf8(&data).is_ok();
-            let pieces = split_validate(&data, &cuts).unwrap_or(false);
-            prop_assert_eq!(whole, pieces);
+            agree_in_pieces(&data, &mut cuts)?;
         }
 
         #[test]
