@@ -463,7 +463,7 @@ pub fn connection(data: &[u8]) {
 
     let run = |pieces: &[&[u8]]| {
         let mut conn = Connection::new(role, config);
-        conn.set_deflate(deflate.as_ref());
+        conn.set_deflate(deflate);
         let events = {
             let conn = std::cell::RefCell::new(&mut conn);
             drive(

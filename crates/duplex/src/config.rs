@@ -22,6 +22,9 @@ pub struct Config {
     pub max_frame_size: usize,
     /// Largest message accepted, all fragments together (default 64 MiB); larger closes with 1009.
     pub max_message_size: usize,
+    /// Most frames of under 64 bytes one message may come in (default 1,024); one more closes
+    /// with 1009. See [`duplex_proto::Config::max_fragments`].
+    pub max_fragments: usize,
     /// Largest HTTP head accepted during the handshake (default 8 KiB); a server answers 431.
     pub max_head_size: usize,
     /// Most header lines accepted during the handshake (default 64); a server answers 431.
@@ -69,6 +72,7 @@ impl Default for Config {
         Config {
             max_frame_size: proto.max_frame_size,
             max_message_size: proto.max_message_size,
+            max_fragments: proto.max_fragments,
             max_head_size: 8 * 1024,
             max_headers: 64,
             handshake_timeout: Duration::from_secs(10),
@@ -93,6 +97,23 @@ impl Config {
     /// Sets [`Config::max_message_size`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_fragments`].
+    pub fn max_fragments(mut self, frames: usize) -> Self {
+        self.max_fragments = frames;
+        self
+    }
+
+    /// Sets [`Config::max_headers`].
+    ///
+    /// ```
+    /// let config = duplex::Config::default().max_headers(32);
+    /// assert_eq!(config.max_headers, 32);
+    /// ```
+    pub fn max_headers(mut self, lines: usize) -> Self {
+        self.max_headers = lines;
         self
     }
 
@@ -158,6 +179,7 @@ impl Config {
         duplex_proto::Config::default()
             .max_frame_size(self.max_frame_size)
             .max_message_size(self.max_message_size)
+            .max_fragments(self.max_fragments)
     }
 
     pub(crate) fn head_limits(&self) -> duplex_proto::handshake::head::HeadLimits {

@@ -1,4 +1,4 @@
-//! The I/O steps shared by [`crate::WebSocket`] and its split halves: reading until the engine
+//! The I/O steps of the driver (`driver.rs`): reading until the engine
 //! yields a message, and writing the send queue with vectored writes.
 
 use std::io;
@@ -6,9 +6,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use duplex_proto::recv::Receiver;
 use duplex_proto::send::{SendQueue, Sender};
-use duplex_proto::Message;
+use duplex_proto::{Connection, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Smallest read: enough for a burst of small frames, or a few mid-sized ones, in one system
@@ -24,6 +23,9 @@ const MAX_READ_CHUNK: usize = 1 << 20;
 pub(crate) enum ReadOutcome {
     /// A whole message (or control frame).
     Message(Message),
+    /// A message (or protocol error) held until the answer it caused is written
+    /// ([`duplex_proto::Connection::take_held`]).
+    Held,
     /// The peer broke the protocol.
     Protocol(duplex_proto::Error),
     /// The transport ended.
@@ -42,17 +44,17 @@ pub(crate) enum ReadOutcome {
 /// before this returns `Pending`.
 pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
     io: &mut R,
-    rx: &mut Receiver,
+    conn: &mut Connection,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<ReadOutcome> {
     loop {
-        match ready!(receive_buffered(rx, buf, cx)) {
+        match ready!(receive_buffered(conn, buf, cx)) {
             Some(outcome) => return Poll::Ready(outcome),
-            None if rx.is_finished() => return Poll::Ready(ReadOutcome::Finished),
+            None if conn.receiver().is_finished() => return Poll::Ready(ReadOutcome::Finished),
             None => {}
         }
-        match ready!(poll_read_more(io, rx.read_hint(), buf, cx)) {
+        match ready!(poll_read_more(io, conn.receiver().read_hint(), buf, cx)) {
             Ok(0) => return Poll::Ready(ReadOutcome::Eof),
             Ok(_) => {}
             Err(e) => return Poll::Ready(ReadOutcome::Io(e)),
@@ -67,7 +69,7 @@ pub(crate) fn poll_read_message<R: AsyncRead + Unpin>(
 /// yielding would let one flooding peer keep a worker thread from every other connection on
 /// it. After the budget (128 steps), the task yields once and carries on.
 pub(crate) fn receive_buffered(
-    rx: &mut Receiver,
+    conn: &mut Connection,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<Option<ReadOutcome>> {
@@ -78,12 +80,13 @@ pub(crate) fn receive_buffered(
         return Poll::Ready(None);
     }
     let coop = ready!(tokio::task::coop::poll_proceed(cx));
-    Poll::Ready(match rx.receive(buf) {
+    Poll::Ready(match conn.receive(buf) {
         Ok(Some(msg)) => {
             coop.made_progress();
             Some(ReadOutcome::Message(msg))
         }
         Err(e) => Some(ReadOutcome::Protocol(e)),
+        Ok(None) if conn.has_held() => Some(ReadOutcome::Held),
         Ok(None) => None,
     })
 }

@@ -6,7 +6,6 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -19,34 +18,10 @@ use crate::Config;
 /// What the keepalive wants done.
 #[derive(Debug)]
 pub(crate) enum Due {
-    /// Send a ping with this payload, then call [`PingStamp::mark`] once it is queued.
+    /// Send a ping with this payload, then call [`Keepalive::mark_sent`] once it is queued.
     Ping(u64, Bytes),
     /// The last ping went unanswered for this long: fail the connection.
     TimedOut(Duration),
-}
-
-/// When the writing side queued the keepalive ping with a given id. Shared between the halves
-/// of a split connection: the reader decides to ping, the writer sends it when next used, and
-/// the pong deadline runs from then, so a reader is never failed for a ping its writer has not
-/// sent yet.
-#[derive(Debug, Default)]
-pub(crate) struct PingStamp(Mutex<Option<(u64, Instant)>>);
-
-impl PingStamp {
-    /// Records that ping `id` was queued now.
-    pub(crate) fn mark(&self, id: u64) {
-        // A poisoned lock only means another thread panicked mid-assignment of a plain value.
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some((id, Instant::now()));
-    }
-
-    fn sent_at(&self, id: u64) -> Option<Instant> {
-        let slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match *slot {
-            Some((sent, at)) if sent == id => Some(at),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,27 +57,20 @@ struct Pinger {
     stamp: Stamp,
 }
 
-/// When the outstanding ping was queued: kept in place while the connection is whole, shared
-/// with the writing half once split.
-#[derive(Debug)]
-enum Stamp {
-    Own(Option<(u64, Instant)>),
-    Shared(Arc<PingStamp>),
-}
+/// When the outstanding ping was queued (a split writer may queue it later than it was asked
+/// for): the pong deadline runs from then.
+#[derive(Debug, Default)]
+struct Stamp(Option<(u64, Instant)>);
 
 impl Stamp {
     fn mark(&mut self, id: u64) {
-        match self {
-            Stamp::Own(slot) => *slot = Some((id, Instant::now())),
-            Stamp::Shared(shared) => shared.mark(id),
-        }
+        self.0 = Some((id, Instant::now()));
     }
 
     fn sent_at(&self, id: u64) -> Option<Instant> {
-        match self {
-            Stamp::Own(Some((sent, at))) if *sent == id => Some(*at),
-            Stamp::Own(_) => None,
-            Stamp::Shared(shared) => shared.sent_at(id),
+        match self.0 {
+            Some((sent, at)) if sent == id => Some(at),
+            _ => None,
         }
     }
 }
@@ -125,7 +93,7 @@ impl Keepalive {
                 state: State::Idle,
                 next_id: 0,
                 rtt: None,
-                stamp: Stamp::Own(None),
+                stamp: Stamp::default(),
             })
         }))
     }
@@ -157,22 +125,19 @@ impl Keepalive {
         }
     }
 
-    /// The stamp the sending side marks when it queues a keepalive ping, shared from now on
-    /// (a connection being split); a fresh one, never marked, when keepalive is off.
-    pub(crate) fn share_stamp(&mut self) -> Arc<PingStamp> {
-        let Some(p) = &mut self.0 else {
-            return Arc::default();
-        };
-        if let Stamp::Own(slot) = p.stamp {
-            p.stamp = Stamp::Shared(Arc::new(PingStamp(Mutex::new(slot))));
-        }
-        match &p.stamp {
-            Stamp::Shared(shared) => shared.clone(),
-            Stamp::Own(_) => Arc::default(),
+    /// Records that the outstanding ping, if one was asked for and not queued yet, was queued
+    /// now (by a writer half, when it next flushed).
+    pub(crate) fn queued(&mut self) {
+        if let Some(p) = &mut self.0 {
+            if let State::Waiting { id, .. } = p.state {
+                if p.stamp.sent_at(id).is_none() {
+                    p.stamp.mark(id);
+                }
+            }
         }
     }
 
-    /// Records that ping `id` was queued now (by the connection itself, not split).
+    /// Records that ping `id` was queued now.
     pub(crate) fn mark_sent(&mut self, id: u64) {
         if let Some(p) = &mut self.0 {
             p.stamp.mark(id);

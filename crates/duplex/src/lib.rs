@@ -40,8 +40,8 @@
 pub mod auth;
 pub mod client;
 mod config;
+mod driver;
 mod error;
-mod handover;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod io;

@@ -3,10 +3,7 @@
 
 use std::sync::Arc;
 
-use duplex_proto::deflate::DeflateParams;
-use duplex_proto::recv::IdleReceiver;
-use duplex_proto::send::IdleSender;
-use duplex_proto::Role;
+use duplex_proto::IdleConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::keepalive::Keepalive;
@@ -37,12 +34,9 @@ use crate::{Config, WebSocket};
 #[derive(Debug)]
 pub struct ParkedWebSocket<S> {
     pub(crate) io: S,
-    pub(crate) rx: IdleReceiver,
-    pub(crate) tx: IdleSender,
+    pub(crate) conn: IdleConnection,
     pub(crate) config: Arc<Config>,
-    pub(crate) role: Role,
     pub(crate) protocol: Option<String>,
-    pub(crate) deflate: Option<DeflateParams>,
     pub(crate) keepalive: Keepalive,
 }
 

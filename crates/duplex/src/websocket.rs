@@ -1,27 +1,20 @@
 //! [`WebSocket`]: a connection over any `AsyncRead + AsyncWrite`, as a `Stream` of messages and
 //! a `Sink` of messages.
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::deflate::DeflateParams;
 use duplex_proto::frame::OpCode;
-use duplex_proto::recv::Receiver;
-use duplex_proto::send::Sender;
-use duplex_proto::{CloseCode, CloseFrame, Message, Role};
+use duplex_proto::{Answers, CloseFrame, Connection, Message, Role};
 use futures_core::Stream;
 use futures_sink::Sink;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::io::{
-    make_room, poll_drain_to_eof, poll_read_message, poll_write_queue, receive_buffered,
-    ReadOutcome,
-};
-use crate::keepalive::{Due, Keepalive, Tracked, WriteStall};
+use crate::keepalive::{Keepalive, WriteStall};
 use crate::split::{self, WebSocketReader, WebSocketWriter};
 use crate::{Config, Error, ParkedWebSocket, PreparedMessage, Result};
 
@@ -49,31 +42,22 @@ use crate::{Config, Error, ParkedWebSocket, PreparedMessage, Result};
 /// ```
 #[derive(Debug)]
 pub struct WebSocket<S> {
-    io: S,
-    rx: Receiver,
-    tx: Sender,
-    read_buf: BytesMut,
+    pub(crate) io: S,
+    /// The protocol and its lifecycle (open, closing, held, broken): everything but the clock
+    /// and the transport.
+    pub(crate) conn: Connection,
+    pub(crate) read_buf: BytesMut,
     /// Shared with every connection made with the same settings ([`crate::config::shared`]).
-    config: Arc<Config>,
-    role: Role,
-    protocol: Option<String>,
-    deflate: Option<DeflateParams>,
-    /// A message held back until the frames it caused (pong, close reply) are written. Boxed:
-    /// it is rarely there, and an idle connection should not carry room for it.
-    held: Option<Box<Result<Message>>>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) protocol: Option<String>,
     /// Started when this side sends a close frame: bounds the wait for the peer's answer.
-    close_timer: Option<Pin<Box<Sleep>>>,
-    /// The stream has ended.
-    terminated: bool,
+    pub(crate) close_timer: Option<Pin<Box<Sleep>>>,
     /// The transport's write side was shut down.
-    shut_down: bool,
+    pub(crate) shut_down: bool,
     /// Keepalive pings and the round-trip time ([`Config::ping_interval`]).
-    keepalive: Keepalive,
+    pub(crate) keepalive: Keepalive,
     /// Cut-off for a peer that stops reading ([`Config::write_timeout`]).
-    stall: WriteStall,
-    /// The connection was dropped for a peer that does not read or answer: nothing more can be
-    /// sent.
-    broken: bool,
+    pub(crate) stall: WriteStall,
 }
 
 impl<S> WebSocket<S>
@@ -95,22 +79,36 @@ where
     /// # });
     /// ```
     pub fn from_raw(io: S, role: Role, config: Config, leftover: BytesMut) -> Self {
+        let mut conn = Connection::new(role, config.proto());
+        conn.set_answers(Answers::BeforeDelivery);
+        WebSocket::from_parts(
+            io,
+            conn,
+            leftover,
+            crate::config::shared(config),
+            None,
+            Keepalive::new(&config),
+        )
+    }
+
+    fn from_parts(
+        io: S,
+        conn: Connection,
+        read_buf: BytesMut,
+        config: Arc<Config>,
+        protocol: Option<String>,
+        keepalive: Keepalive,
+    ) -> Self {
         WebSocket {
             io,
-            rx: Receiver::new(role, config.proto()),
-            tx: Sender::new(role),
-            read_buf: leftover,
-            config: crate::config::shared(config),
-            role,
-            protocol: None,
-            deflate: None,
-            held: None,
+            conn,
+            read_buf,
+            config,
+            protocol,
             close_timer: None,
-            terminated: false,
             shut_down: false,
-            keepalive: Keepalive::new(&config),
+            keepalive,
             stall: WriteStall::default(),
-            broken: false,
         }
     }
 
@@ -123,15 +121,13 @@ where
     /// (see [`duplex_proto::deflate::negotiate`]); [`crate::accept`] and [`crate::connect`]
     /// do this themselves.
     pub fn with_deflate(mut self, params: Option<DeflateParams>) -> Self {
-        self.rx.set_deflate(params.as_ref());
-        self.tx.set_deflate(params.as_ref());
-        self.deflate = params;
+        self.conn.set_deflate(params);
         self
     }
 
     /// The permessage-deflate parameters in force, if it was negotiated.
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref()
+        self.conn.deflate()
     }
 
     /// Receives the next message; `None` once the connection is closed.
@@ -162,7 +158,7 @@ where
     }
 
     /// Sends a message encoded once for many connections (see [`PreparedMessage`]) and flushes
-    /// it. Only servers can send prepared messages; a client gets [`Error::Protocol`].
+    /// it. Only servers can send prepared messages; a client gets [`Error::Usage`].
     ///
     /// # Cancel safety
     ///
@@ -180,9 +176,9 @@ where
     /// [`Config::max_write_buffer_size`] bytes are queued: call [`WebSocket::buffered`] to
     /// apply a policy of your own before that.
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
-        crate::prepared::check_role(self.role)?;
+        crate::prepared::check_role(self.conn.role())?;
         self.check_queue()?;
-        self.tx.send_raw(msg.frame())?;
+        self.conn.sender().send_raw(msg.frame())?;
         Ok(())
     }
 
@@ -192,7 +188,7 @@ where
     pub async fn send_fragment(&mut self, opcode: OpCode, payload: Bytes, fin: bool) -> Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_ready(cx)).await?;
         self.check_queue()?;
-        self.tx.send_fragment(opcode, payload, fin)?;
+        self.conn.sender().send_fragment(opcode, payload, fin)?;
         poll_fn(|cx| Pin::new(&mut *self).poll_flush(cx)).await
     }
 
@@ -212,8 +208,8 @@ where
     /// # Ok(()) }
     /// ```
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
-        if !self.tx.is_close_sent() && !self.terminated {
-            self.tx.close(frame)?;
+        if self.conn.can_send() && !self.conn.is_ended() {
+            self.conn.sender().close(frame)?;
         }
         while let Some(item) = self.recv().await {
             match item {
@@ -232,7 +228,7 @@ where
 
     /// Whether this is the client or the server end.
     pub fn role(&self) -> Role {
-        self.role
+        self.conn.role()
     }
 
     /// The configuration in force.
@@ -252,7 +248,7 @@ where
 
     /// Bytes queued and not yet written to the transport.
     pub fn buffered(&self) -> usize {
-        self.tx.buffered()
+        self.conn.buffered()
     }
 
     /// Whether nothing is in progress: no received bytes waiting to be decoded, no message
@@ -280,16 +276,10 @@ where
     /// ```
     pub fn is_idle(&self) -> bool {
         self.read_buf.is_empty()
-            && self.rx.is_between_messages()
-            && self.tx.buffered() == 0
-            && !self.tx.is_fragmenting()
-            && !self.tx.is_close_sent()
-            && self.held.is_none()
+            && self.conn.is_idle()
             && self.close_timer.is_none()
             && self.keepalive.is_quiet()
-            && !self.terminated
             && !self.shut_down
-            && !self.broken
     }
 
     /// The connection in its smallest form, for setting it aside while idle without a task
@@ -303,18 +293,10 @@ where
         if !self.is_idle() {
             return Err(self);
         }
-        let rx = match self.rx.into_idle() {
-            Ok(rx) => rx,
-            Err(rx) => {
-                self.rx = rx;
-                return Err(self);
-            }
-        };
-        let tx = match self.tx.into_idle() {
-            Ok(tx) => tx,
-            Err(tx) => {
-                self.rx = rx.resume();
-                self.tx = tx;
+        let conn = match self.conn.into_idle() {
+            Ok(conn) => conn,
+            Err(conn) => {
+                self.conn = conn;
                 return Err(self);
             }
         };
@@ -322,29 +304,22 @@ where
         self.keepalive.release_timer();
         Ok(ParkedWebSocket {
             io: self.io,
-            rx,
-            tx,
+            conn,
             config: self.config,
-            role: self.role,
             protocol: self.protocol,
-            deflate: self.deflate,
             keepalive: self.keepalive,
         })
     }
 
     pub(crate) fn from_parked(parked: ParkedWebSocket<S>) -> Self {
-        let mut ws = WebSocket::from_halves(
+        WebSocket::from_parts(
             parked.io,
-            parked.rx.resume(),
-            parked.tx.resume(),
+            parked.conn.resume(),
             BytesMut::new(),
             parked.config,
-            parked.role,
             parked.protocol,
             parked.keepalive,
-        );
-        ws.deflate = parked.deflate;
-        ws
+        )
     }
 
     /// When the keepalive sends its next ping if nothing arrives before: a connection set
@@ -372,384 +347,15 @@ where
 
     /// Splits into a reading and a writing half that can move to different tasks; see
     /// [`WebSocketReader`] and [`WebSocketWriter`]. [`WebSocketReader::reunite`] puts them
-    /// back together.
-    pub fn split(self) -> (WebSocketReader<S>, WebSocketWriter<S>) {
-        split::split(
-            self.io,
-            self.rx,
-            self.tx,
-            self.read_buf,
-            self.config,
-            self.role,
-            self.protocol,
-            self.keepalive,
-        )
+    /// back together, with every piece of state (compression, timers, a close in progress).
+    pub fn split(mut self) -> (WebSocketReader<S>, WebSocketWriter<S>) {
+        self.conn.set_answers(Answers::ByWriter);
+        split::split(self)
     }
 
-    // The parts of a connection moving between its whole and split forms; a struct for them
-    // would exist only to be taken apart again.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn from_halves(
-        io: S,
-        rx: Receiver,
-        tx: Sender,
-        read_buf: BytesMut,
-        config: Arc<Config>,
-        role: Role,
-        protocol: Option<String>,
-        keepalive: Keepalive,
-    ) -> Self {
-        WebSocket {
-            io,
-            rx,
-            tx,
-            read_buf,
-            config,
-            role,
-            protocol,
-            deflate: None,
-            held: None,
-            close_timer: None,
-            terminated: false,
-            shut_down: false,
-            keepalive,
-            stall: WriteStall::default(),
-            broken: false,
-        }
-    }
-
-    /// Ends the transport after the closing handshake: a server closes it first (RFC 6455
-    /// section 7.1.1), a client waits for the server to do so, within the close timeout.
-    ///
-    /// The closing handshake is complete by then, so a peer that resets the transport instead
-    /// of closing it politely is not an error.
-    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.role == Role::Client {
-            self.start_close_timer();
-            let timed_out = match &mut self.close_timer {
-                Some(t) => t.as_mut().poll(cx).is_ready(),
-                None => false,
-            };
-            if !timed_out {
-                let _ = ready!(poll_drain_to_eof(&mut self.io, &mut self.read_buf, cx));
-            }
-        }
-        self.poll_shutdown_once(cx)
-    }
-
-    /// Shuts the transport's write side down, once; errors are moot at this point.
-    fn poll_shutdown_once(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.shut_down {
-            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
-            self.shut_down = true;
-        }
-        Poll::Ready(())
-    }
-
-    fn start_close_timer(&mut self) {
-        if self.close_timer.is_none() {
-            self.close_timer = Some(Box::pin(tokio::time::sleep(self.config.close_timeout)));
-        }
-    }
-}
-
-impl<S> Stream for WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    type Item = Result<Message>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            // A message already in the read buffer is handed out before queued frames are
-            // written: an application that answers each message with `feed` then writes a
-            // whole batch of answers at once, when the buffer runs dry (below). Nothing waits
-            // long: the queue is written before any read from the transport.
-            let buffered = if this.tx.buffered() > 0
-                && this.held.is_none()
-                && !this.terminated
-                && !this.rx.is_finished()
-            {
-                ready!(receive_buffered(&mut this.rx, &mut this.read_buf, cx))
-            } else {
-                None
-            };
-            let outcome = match buffered {
-                Some(outcome) => outcome,
-                None => match ready!(this.poll_io(cx)) {
-                    Ok(outcome) => outcome,
-                    Err(item) => return Poll::Ready(item),
-                },
-            };
-            match outcome {
-                ReadOutcome::Message(msg) => {
-                    if let Message::Pong(payload) = &msg {
-                        this.keepalive.pong(payload);
-                    }
-                    let before = this.tx.buffered();
-                    this.tx.react(&msg);
-                    // Hold the message back only if it caused a frame (pong, close reply) that
-                    // must be written before the application hears of it.
-                    if this.tx.buffered() == before {
-                        return Poll::Ready(Some(Ok(msg)));
-                    }
-                    this.held = Some(Box::new(Ok(msg)));
-                }
-                ReadOutcome::Protocol(e) => {
-                    this.tx.fail(&e);
-                    this.held = Some(Box::new(Err(e.into())));
-                }
-                ReadOutcome::Finished => {}
-                ReadOutcome::Eof => {
-                    this.terminated = true;
-                    return Poll::Ready(Some(Err(Error::AbnormalClosure)));
-                }
-                ReadOutcome::Io(e) => {
-                    this.terminated = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-            }
-        }
-    }
-}
-
-impl<S> WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    /// The I/O step of [`Stream::poll_next`]: writes what is queued, hands out a held message,
-    /// ends the stream when the connection is over, runs the keepalive, and reads: `Ok` is what
-    /// was read, `Err` the item [`Stream::poll_next`] returns as it is.
-    #[allow(clippy::type_complexity)]
-    fn poll_io(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::result::Result<ReadOutcome, Option<Result<Message>>>> {
-        let this = self;
-        loop {
-            if this.tx.buffered() > 0 {
-                let mut io = Tracked::new(&mut this.io);
-                let written = poll_write_queue(&mut io, this.tx.queue(), 0, cx);
-                let progressed = io.wrote;
-                match written {
-                    Poll::Ready(Ok(())) => this.stall.clear(),
-                    Poll::Ready(Err(e)) => {
-                        this.terminated = true;
-                        if this.rx.is_finished() {
-                            // The peer closed first and may already have dropped the
-                            // transport; what it said (the held close frame) is what counts.
-                            return Poll::Ready(Err(this.held.take().map(|held| *held)));
-                        }
-                        this.held = None;
-                        return Poll::Ready(Err(Some(Err(e.into()))));
-                    }
-                    // A close reply or a failure's close frame must be out before the
-                    // application hears of it; a pong may wait while reading continues.
-                    Poll::Pending if this.held.is_some() || this.tx.is_close_sent() => {
-                        if this
-                            .stall
-                            .stalled(progressed, this.config.write_timeout, cx)
-                        {
-                            return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
-                        }
-                        if !this.poll_close_timer(cx) {
-                            return Poll::Pending;
-                        }
-                        this.terminated = true;
-                        return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
-                    }
-                    Poll::Pending => {
-                        if this
-                            .stall
-                            .stalled(progressed, this.config.write_timeout, cx)
-                        {
-                            return Poll::Ready(Err(Some(Err(this.fail_stalled(cx)))));
-                        }
-                    }
-                }
-            }
-            if let Some(item) = this.held.take() {
-                if this.role == Role::Server && this.rx.is_finished() && this.tx.is_close_sent() {
-                    // The closing handshake is complete: a server closes the TCP connection
-                    // right away (RFC 6455 section 7.1.1) rather than when the application
-                    // next polls or drops the socket, so the client is not left waiting.
-                    if this.poll_shutdown_once(cx).is_pending() {
-                        this.held = Some(item);
-                        return Poll::Pending;
-                    }
-                }
-                return Poll::Ready(Err(Some(*item)));
-            }
-            if this.terminated {
-                return Poll::Ready(Err(None));
-            }
-            if this.rx.is_finished() {
-                // Both close frames exchanged (or the peer failed the connection).
-                ready!(this.poll_finish(cx));
-                this.terminated = true;
-                return Poll::Ready(Err(None));
-            }
-            if this.tx.is_close_sent() && this.poll_close_timer(cx) {
-                this.terminated = true;
-                return Poll::Ready(Err(Some(Err(Error::Timeout("close handshake")))));
-            }
-            let mut io = Tracked::new(&mut this.io);
-            let outcome = poll_read_message(&mut io, &mut this.rx, &mut this.read_buf, cx);
-            if io.read {
-                this.keepalive.activity();
-            }
-            if let Poll::Ready(outcome) = outcome {
-                return Poll::Ready(Ok(outcome));
-            }
-            // The keepalive matters only while there is nothing to read (a peer whose bytes
-            // keep coming is alive), so a busy connection does not look at it per message.
-            if !this.tx.is_close_sent() {
-                match this.keepalive.poll(cx) {
-                    Poll::Ready(Due::Ping(id, payload)) => {
-                        if this.tx.send(Message::Ping(payload)).is_ok() {
-                            this.keepalive.mark_sent(id);
-                        }
-                        // Back to the top, which writes it.
-                        continue;
-                    }
-                    Poll::Ready(Due::TimedOut(after)) => {
-                        return Poll::Ready(Err(Some(Err(this.fail_keepalive(after, cx)))));
-                    }
-                    Poll::Pending => {}
-                }
-            }
-            return Poll::Pending;
-        }
-    }
-}
-
-impl<S> WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Writes until at most `keep` bytes are queued, dropping the connection if the peer
-    /// reads nothing for [`Config::write_timeout`].
-    fn poll_write_until(&mut self, keep: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let mut io = Tracked::new(&mut self.io);
-        match poll_write_queue(&mut io, self.tx.queue(), keep, cx) {
-            Poll::Ready(Ok(())) => {
-                self.stall.clear();
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-            Poll::Pending => {
-                let progressed = io.wrote;
-                if self
-                    .stall
-                    .stalled(progressed, self.config.write_timeout, cx)
-                {
-                    Poll::Ready(Err(self.fail_stalled(cx)))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
-    }
-
-    /// Refuses to queue more once [`Config::max_write_buffer_size`] is passed; otherwise
-    /// readies the queue for a frame (see [`make_room`]).
-    fn check_queue(&mut self) -> Result<()> {
-        if self.broken {
-            return Err(Error::Closed);
-        }
-        let room = make_room(&mut self.tx, self.config.max_write_buffer_size);
-        if room.is_err() {
-            self.break_off();
-        }
-        room
-    }
-
-    /// Gives up on a peer that does not read: frees the queue (nothing more will be written,
-    /// not even a close frame, for which there is no room) and ends the stream.
-    fn break_off(&mut self) {
-        self.broken = true;
-        self.terminated = true;
-        self.held = None;
-        self.tx.queue().discard();
-    }
-
-    fn fail_stalled(&mut self, cx: &mut Context<'_>) -> Error {
-        self.break_off();
-        // Best effort: the peer is not reading, but a FIN may still reach its kernel.
-        let _ = self.poll_shutdown_once(cx);
-        Error::WriteBufferFull("nothing could be written for write_timeout")
-    }
-
-    /// Fails the connection after a keepalive ping went unanswered (RFC 6455 section 7.1.7):
-    /// the close frame (1011, as python-websockets sends) goes out if the transport takes it
-    /// right away, without waiting for a peer that is presumably gone.
-    fn fail_keepalive(&mut self, after: std::time::Duration, cx: &mut Context<'_>) -> Error {
-        let frame = CloseFrame::new(CloseCode::INTERNAL, "keepalive ping timeout");
-        if self.tx.close(Some(frame)).is_ok() {
-            let _ = poll_write_queue(&mut self.io, self.tx.queue(), 0, cx);
-        }
-        let _ = self.poll_shutdown_once(cx);
-        self.broken = true;
-        self.terminated = true;
-        Error::KeepaliveTimeout(after)
-    }
-
-    /// Whether the close timer (running once a close frame was sent) has expired.
-    fn poll_close_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.tx.is_close_sent() {
-            return false;
-        }
-        self.start_close_timer();
-        match &mut self.close_timer {
-            Some(t) => t.as_mut().poll(cx).is_ready(),
-            None => false,
-        }
-    }
-}
-
-impl<S> Sink<Message> for WebSocket<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    type Error = Error;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        if this.tx.is_close_sent() || this.broken {
-            return Poll::Ready(Err(Error::Closed));
-        }
-        let keep = this.config.write_buffer_size.saturating_sub(1);
-        this.poll_write_until(keep, cx)
-    }
-
-    fn start_send(self: Pin<&mut Self>, msg: Message) -> Result<()> {
-        let this = self.get_mut();
-        this.check_queue()?;
-        this.tx.send(msg)?;
-        Ok(())
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        if this.broken {
-            return Poll::Ready(Err(Error::Closed));
-        }
-        this.poll_write_until(0, cx)
-    }
-
-    /// Sends a normal close frame (1000) if none was sent and flushes it. The peer's answer
-    /// is then read from the stream side.
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let this = self.get_mut();
-        if this.broken {
-            // Dropped for a peer that does not read: there is no room for a close frame.
-            return Poll::Ready(Err(Error::Closed));
-        }
-        if !this.tx.is_close_sent() {
-            this.tx
-                .close(Some(CloseFrame::new(CloseCode::NORMAL, "")))?;
-        }
-        this.poll_write_until(0, cx)
+    /// The connection back from its halves: answers are again written by the reading side.
+    pub(crate) fn reunited(mut self) -> Self {
+        self.conn.set_answers(Answers::BeforeDelivery);
+        self
     }
 }

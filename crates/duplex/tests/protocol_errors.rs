@@ -180,6 +180,22 @@ async fn message_at_max_message_size_is_accepted() {
     .await
 }
 
+/// A message trickled in empty continuation frames never grows past the size limit, and would
+/// keep the server decoding frames for nothing: the fragment limit (default 1,024 small
+/// frames) ends it with 1009.
+#[tokio::test]
+async fn ten_thousand_empty_continuation_frames_are_1009() {
+    bounded(async {
+        let mut bytes = masked_frame(TEXT, false, b"");
+        for _ in 0..10_000 {
+            bytes.extend(masked_frame(CONTINUATION, false, b""));
+        }
+        let err = server_fails_with("empty fragments", Config::default(), bytes, 1009).await;
+        assert_eq!(err.close_code(), Some(CloseCode::TOO_BIG));
+    })
+    .await
+}
+
 #[tokio::test]
 async fn frame_over_max_frame_size_is_1009() {
     bounded(async {

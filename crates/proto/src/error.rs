@@ -74,6 +74,13 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// A fragmented message came in more small frames than the configured limit
+    /// ([`crate::Config::max_fragments`]).
+    #[error("message in more than {max} small fragments")]
+    TooManyFragments {
+        /// The configured limit.
+        max: usize,
+    },
     /// The application tried to send a control frame with more than 125 bytes.
     #[error("control frame payload of {0} bytes (at most 125 allowed)")]
     ControlPayloadTooLong(usize),
@@ -113,7 +120,9 @@ impl Error {
             | InvalidClosePayload
             | InvalidCloseCode(_) => Some(CloseCode::PROTOCOL),
             InvalidUtf8 | Compression(_) => Some(CloseCode::INVALID_DATA),
-            FrameTooLarge { .. } | MessageTooLarge { .. } => Some(CloseCode::TOO_BIG),
+            FrameTooLarge { .. } | MessageTooLarge { .. } | TooManyFragments { .. } => {
+                Some(CloseCode::TOO_BIG)
+            }
             ControlPayloadTooLong(_)
             | ReasonTooLong(_)
             | UnsendableCloseCode(_)

@@ -39,7 +39,7 @@ pub mod send;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Connection, State};
+pub use connection::{Answers, Connection, IdleConnection, State};
 pub use error::Error;
 pub use message::{Message, Utf8Bytes};
 
@@ -66,17 +66,24 @@ pub struct Config {
     pub max_frame_size: usize,
     /// Largest message accepted (all fragments together); a larger one closes with 1009.
     pub max_message_size: usize,
+    /// Most frames of under 64 bytes ([`recv::SMALL_FRAME`]) one message may come in; one more
+    /// closes with 1009. A peer trickling a message in empty or tiny frames makes the receiver
+    /// work per frame for no data, and never has to finish the message; larger frames are
+    /// bounded by [`Config::max_message_size`] already.
+    pub max_fragments: usize,
 }
 
 impl Default for Config {
     /// 16 MiB frames and 64 MiB messages: room for the largest messages real applications send
     /// (and Autobahn's 16 MiB cases), while a peer cannot make a connection buffer more than
     /// 64 MiB. Memory is committed only as bytes actually arrive, never from a length a header
-    /// announces.
+    /// announces. At most 1,024 small fragments per message: far more than any sender that
+    /// fragments for a reason (streaming, interleaving pings) produces.
     fn default() -> Self {
         Config {
             max_frame_size: 16 << 20,
             max_message_size: 64 << 20,
+            max_fragments: 1024,
         }
     }
 }
@@ -91,6 +98,12 @@ impl Config {
     /// Sets the largest accepted message.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets the most small fragments per message ([`Config::max_fragments`]).
+    pub fn max_fragments(mut self, frames: usize) -> Self {
+        self.max_fragments = frames;
         self
     }
 }

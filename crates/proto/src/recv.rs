@@ -42,8 +42,14 @@ struct Partial {
     /// Raw payload so far (uncompressed messages), or compressed bytes received (for the limit).
     data: BytesMut,
     received: u64,
+    /// Frames so far that carried fewer than [`SMALL_FRAME`] bytes.
+    small_frames: usize,
     inflated: Vec<u8>,
 }
+
+/// Frames of a fragmented message shorter than this count against
+/// [`Config::max_fragments`]; longer ones are bounded by the message size limit already.
+pub const SMALL_FRAME: u64 = 64;
 
 /// The receiving half of a WebSocket connection.
 ///
@@ -164,6 +170,11 @@ impl Receiver {
         }
     }
 
+    /// Which end this receiver is.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
     /// The limits this receiver enforces.
     pub fn config(&self) -> &Config {
         &self.config
@@ -261,6 +272,11 @@ impl Receiver {
                 if head.rsv1 {
                     return Err(Error::ReservedBits);
                 }
+                if head.payload_len < SMALL_FRAME && p.small_frames >= self.config.max_fragments {
+                    return Err(Error::TooManyFragments {
+                        max: self.config.max_fragments,
+                    });
+                }
                 (p.text, p.compressed, p.received)
             }
             (_, Some(_)) => return Err(Error::ExpectedContinuation),
@@ -292,6 +308,7 @@ impl Receiver {
                     compressed: head.rsv1,
                     data: BytesMut::new(),
                     received: 0,
+                    small_frames: 0,
                     inflated: Vec::new(),
                 };
                 self.append(&mut partial, payload)?;
@@ -327,6 +344,9 @@ impl Receiver {
     /// validated at once, so bad UTF-8 fails on the frame that carries it).
     fn append(&mut self, partial: &mut Partial, payload: BytesMut) -> Result<(), Error> {
         partial.received += payload.len() as u64;
+        if (payload.len() as u64) < SMALL_FRAME {
+            partial.small_frames += 1;
+        }
         if !partial.compressed {
             if partial.data.is_empty() {
                 partial.data = payload;

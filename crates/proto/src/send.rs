@@ -443,7 +443,8 @@ impl Sender {
         &mut self.queue
     }
 
-    fn check_open(&self) -> Result<(), Error> {
+    /// `Err(AlreadyClosed)` once a close frame was queued: nothing more may be sent.
+    pub fn check_open(&self) -> Result<(), Error> {
         if self.close_sent {
             Err(Error::AlreadyClosed)
         } else {

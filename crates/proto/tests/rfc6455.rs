@@ -9,7 +9,9 @@ use bytes::{Buf, BytesMut};
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::Sender;
-use duplex_proto::{CloseCode, CloseFrame, Config, Connection, Error, Message, Role, State};
+use duplex_proto::{
+    Answers, CloseCode, CloseFrame, Config, Connection, Error, Message, Role, State,
+};
 
 /// The masking key of the RFC 6455 section 5.7 examples.
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -499,7 +501,7 @@ mod section_5_2_base_framing {
         let params = duplex_proto::deflate::negotiate::params_for_test(Default::default());
         // RFC 7692 section 7.2.3.1: "Hello" compressed, RSV1 set.
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
-        let (mut rx, _) = Connection::new(Role::Client, Config::default()).into_parts();
+        let mut rx = Receiver::new(Role::Client, Config::default());
         rx.set_deflate(Some(&params));
         let mut buf = BytesMut::from(&unmasked(0xc2, &hello)[..]);
         assert_eq!(
@@ -510,7 +512,7 @@ mod section_5_2_base_framing {
         let mut buf = BytesMut::from(&unmasked(0xc9, b"")[..]);
         assert_eq!(rx.receive(&mut buf), Err(Error::ReservedBits));
         // Never on continuation frames.
-        let (mut rx, _) = Connection::new(Role::Client, Config::default()).into_parts();
+        let mut rx = Receiver::new(Role::Client, Config::default());
         rx.set_deflate(Some(&params));
         let mut buf = BytesMut::from(&unmasked(0x42, b"x")[..]);
         buf.extend_from_slice(&unmasked(0xc0, b"y"));
@@ -1229,18 +1231,13 @@ mod section_7_closing {
     }
 
     #[test]
-    fn halves_driven_separately_pass_through_close_received() {
-        let (mut rx, tx) = Connection::new(Role::Client, Config::default()).into_parts();
+    fn answers_left_to_a_writer_pass_through_close_received() {
+        let mut conn = Connection::new(Role::Client, Config::default());
+        conn.set_answers(Answers::ByWriter);
         let mut buf = BytesMut::from(&unmasked(0x88, &close_payload(1000, b""))[..]);
-        let msg = rx.receive(&mut buf).unwrap().unwrap();
-        assert!(rx.is_finished());
-        assert!(!tx.is_close_sent());
-        let conn = Connection::from_parts(rx, tx);
+        assert!(conn.receive(&mut buf).unwrap().unwrap().is_close());
         assert_eq!(conn.state(), State::CloseReceived);
-        let (rx, mut tx) = conn.into_parts();
-        tx.react(&msg);
-        assert!(tx.is_close_sent());
-        let mut conn = Connection::from_parts(rx, tx);
+        assert!(conn.answer_owed());
         assert_eq!(conn.state(), State::Closed);
         let frames = parse_frames(&drain(&mut conn));
         assert_eq!(frames[0].payload, 1000u16.to_be_bytes());
@@ -1289,6 +1286,51 @@ mod limits {
                 config,
                 &wire,
                 Error::FrameTooLarge { size: 11, max: 10 },
+            );
+        }
+    }
+
+    #[test]
+    fn ten_thousand_empty_continuation_frames_fail_with_1009() {
+        let config = Config::default();
+        for role in ROLES {
+            let mut wire = to(role, 0x01, b"");
+            for _ in 0..10_000 {
+                wire.extend(to(role, 0x00, b""));
+            }
+            let max = config.max_fragments;
+            let mut conn = Connection::new(role, config);
+            let (msgs, err) = feed(&mut conn, &wire, wire.len());
+            assert!(msgs.is_empty());
+            assert_eq!(err, Some(Error::TooManyFragments { max }));
+            let frames = parse_frames(&drain(&mut conn));
+            assert_eq!(frames[0].payload[..2], 1009u16.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn fragments_of_64_bytes_or_more_do_not_count_against_the_fragment_limit() {
+        // Autobahn 9.3.1 sends 4 MiB in 64-byte fragments: 65,536 frames.
+        let config = Config::default().max_fragments(2);
+        for role in ROLES {
+            let mut wire = to(role, 0x02, &[1; 64]);
+            for _ in 0..100 {
+                wire.extend(to(role, 0x00, &[1; 64]));
+            }
+            wire.extend(to(role, 0x00, b"a"));
+            wire.extend(to(role, 0x00, b"b"));
+            wire.extend(to(role, 0x80, &[2; 64]));
+            let (msgs, _) = receive_ok(role, config, &wire);
+            assert_eq!(
+                msgs,
+                [Message::Binary(
+                    vec![1; 64 * 101]
+                        .into_iter()
+                        .chain(*b"ab")
+                        .chain([2; 64])
+                        .collect::<Vec<u8>>()
+                        .into()
+                )]
             );
         }
     }
