@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duplex::server::accept_with;
+use duplex::accept_with;
 use duplex::{CloseCode, CloseFrame, Message};
 use support::{run, Serve, TestServer};
 

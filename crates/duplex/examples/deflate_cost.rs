@@ -49,7 +49,7 @@ async fn server(listener: TcpListener, config: Config) {
             return;
         };
         tokio::spawn(async move {
-            let Ok(mut ws) = duplex::server::accept_with(tcp, config, |_| Ok(())).await else {
+            let Ok(mut ws) = duplex::accept_with(tcp, config, |_| Ok(())).await else {
                 return;
             };
             while let Some(Ok(msg)) = ws.recv().await {

@@ -3,8 +3,8 @@
 //! is a [`Rejection`] with the status a client expects (401, 403, 503) and a one-line reason.
 //!
 //! They take an [`http::Request`] of any body type, so they work in an
-//! [`accept_with`](crate::server::accept_with) callback (through
-//! [`Incoming::request`](crate::server::Incoming::request)) and with `duplex::hyper`-style
+//! [`accept_with`](crate::accept_with) callback (through
+//! [`Incoming::request`](crate::Incoming::request)) and with `duplex::hyper`-style
 //! integrations alike. Authenticate *before* the upgrade: once the 101 is sent, the only way
 //! to refuse is a close frame, which browsers do not show to scripts in any detail.
 //!
@@ -14,7 +14,7 @@
 //! let origins = OriginPolicy::new(["https://chat.example.com"]);
 //! let limit = ConnectionLimit::new(10_000);
 //! let mut permit = None;
-//! let ws = duplex::server::accept_with(tcp, duplex::Config::default(), |incoming| {
+//! let ws = duplex::accept_with(tcp, duplex::Config::default(), |incoming| {
 //!     origins.check(incoming.request())?;
 //!     // Browsers cannot set headers on a WebSocket, so accept `?token=` too.
 //!     auth::require_token(incoming.request(), "token", |token| token == "s3cret")?;
@@ -31,10 +31,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{AUTHORIZATION, COOKIE, ORIGIN, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Request, StatusCode};
+use http::header::{AUTHORIZATION, COOKIE, ORIGIN};
+use http::{Request, StatusCode};
 
-use crate::server::{reject, Rejection};
+use crate::Rejection;
 
 /// Which `Origin`s may open a WebSocket.
 ///
@@ -124,11 +124,11 @@ impl OriginPolicy {
         match origin {
             None if self.is_allowed(None) => Ok(()),
             Some(Ok(o)) if self.is_allowed(Some(o)) => Ok(()),
-            None => Err(reject(
+            None => Err(Rejection::new(
                 StatusCode::FORBIDDEN,
                 "an Origin header is required",
             )),
-            Some(_) => Err(reject(StatusCode::FORBIDDEN, "origin not allowed")),
+            Some(_) => Err(Rejection::new(StatusCode::FORBIDDEN, "origin not allowed")),
         }
     }
 }
@@ -205,26 +205,6 @@ pub fn cookie<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-/// 401 Unauthorized with `WWW-Authenticate: Bearer` (RFC 6750 section 3), for a request
-/// without credentials or with wrong ones.
-pub fn unauthorized(reason: &str) -> Rejection {
-    reject(StatusCode::UNAUTHORIZED, reason)
-        .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-}
-
-/// 403 Forbidden: the client is known but not allowed (or comes from a foreign origin).
-pub fn forbidden(reason: &str) -> Rejection {
-    reject(StatusCode::FORBIDDEN, reason)
-}
-
-/// 503 Service Unavailable with `Retry-After` (whole seconds, at least 1): the server is at
-/// capacity or shutting down.
-pub fn unavailable(reason: &str, retry_after: Duration) -> Rejection {
-    let secs = retry_after.as_secs().max(1);
-    reject(StatusCode::SERVICE_UNAVAILABLE, reason)
-        .with_header(RETRY_AFTER, HeaderValue::from(secs))
-}
-
 /// Refuses with 401 unless [`token`] finds a credential that `verify` accepts.
 ///
 /// ```
@@ -240,9 +220,9 @@ pub fn require_token<B>(
     verify: impl FnOnce(&str) -> bool,
 ) -> Result<(), Rejection> {
     match token(request, query_name) {
-        None => Err(unauthorized("missing credentials")),
+        None => Err(Rejection::unauthorized("missing credentials")),
         Some(t) if verify(&t) => Ok(()),
-        Some(_) => Err(unauthorized("invalid credentials")),
+        Some(_) => Err(Rejection::unauthorized("invalid credentials")),
     }
 }
 
@@ -290,7 +270,10 @@ impl ConnectionLimit {
             Ok(_) => Ok(ConnectionPermit {
                 in_use: self.in_use.clone(),
             }),
-            Err(_) => Err(unavailable("too many connections", Duration::from_secs(1))),
+            Err(_) => Err(Rejection::unavailable(
+                "too many connections",
+                Duration::from_secs(1),
+            )),
         }
     }
 

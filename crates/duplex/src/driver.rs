@@ -312,7 +312,7 @@ where
         self.conn.break_off();
         // Best effort: the peer is not reading, but a FIN may still reach its kernel.
         let _ = self.poll_shutdown_once(cx);
-        Error::WriteBufferFull("nothing could be written for write_timeout")
+        Error::Timeout("write")
     }
 
     /// Fails the connection after a keepalive ping went unanswered (RFC 6455 section 7.1.7)

@@ -29,7 +29,11 @@ pub enum Error {
     /// The connection is closed: nothing more can be sent.
     #[error("the connection is closed")]
     Closed,
-    /// A timeout expired; the argument says which.
+    /// A timeout expired; the argument says which: `"handshake"`, `"TLS handshake"`,
+    /// `"close handshake"` ([`Config::close_timeout`](crate::Config::close_timeout)),
+    /// `"write"` (the peer read nothing for
+    /// [`Config::write_timeout`](crate::Config::write_timeout) while data waited; the transport
+    /// was dropped without a close frame, for which there was no room), `"connect"`.
     #[error("{0} timed out")]
     Timeout(&'static str),
     /// The server's upgrade callback refused the connection with this status.
@@ -41,9 +45,6 @@ pub enum Error {
     /// The application used the API in a way it does not support; the text says how.
     #[error("invalid use: {0}")]
     Usage(&'static str),
-    /// Halves from different connections were put back together.
-    #[error("the halves do not belong to the same connection")]
-    Reunite,
     /// TLS could not be set up (certificate files, an untrusted server certificate, the TLS
     /// handshake).
     #[cfg(feature = "tls")]
@@ -56,12 +57,11 @@ pub enum Error {
     /// the peer or the path to it is gone. The connection was failed with close code 1011.
     #[error("no pong within {0:?} of a keepalive ping")]
     KeepaliveTimeout(std::time::Duration),
-    /// The peer did not read for [`Config::write_timeout`](crate::Config::write_timeout) while
-    /// data waited to be written, or more than
-    /// [`Config::max_write_buffer_size`](crate::Config::max_write_buffer_size) bytes were
-    /// queued. The transport was dropped without a close frame: there was no room to send one.
-    #[error("the peer is not reading: {0}")]
-    WriteBufferFull(&'static str),
+    /// More than [`Config::max_write_buffer_size`](crate::Config::max_write_buffer_size) bytes
+    /// were queued for a peer that does not read them. The connection was dropped without a
+    /// close frame: there was no room to send one.
+    #[error("more than max_write_buffer_size bytes queued for a peer that is not reading")]
+    WriteBufferFull,
 }
 
 impl From<duplex_proto::Error> for Error {
@@ -84,13 +84,16 @@ impl Error {
         }
     }
 
-    /// Whether this is a timeout (including a keepalive ping left unanswered and a peer that
-    /// stopped reading).
+    /// Whether a timeout expired: [`Error::Timeout`] (a handshake, the close handshake, a peer
+    /// that read nothing for the write timeout) or [`Error::KeepaliveTimeout`].
+    ///
+    /// ```
+    /// use duplex::Error;
+    /// assert!(Error::Timeout("write").is_timeout());
+    /// assert!(!Error::WriteBufferFull.is_timeout());
+    /// ```
     pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout(_) | Error::KeepaliveTimeout(_) | Error::WriteBufferFull(_)
-        )
+        matches!(self, Error::Timeout(_) | Error::KeepaliveTimeout(_))
     }
 
     /// The HTTP status behind this error, if there is one: the status the server's callback

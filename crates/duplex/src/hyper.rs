@@ -43,14 +43,14 @@ use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
 use duplex_proto::deflate::{negotiate, DeflateParams};
-use duplex_proto::handshake::server::{reject_error, UpgradeRequest};
+use duplex_proto::handshake::server::UpgradeRequest;
 use duplex_proto::Role;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 
-use crate::server::{reject, Incoming, Rejection};
 use crate::{Config, Error, Result, WebSocket};
+use crate::{Incoming, Rejection};
 
 /// A WebSocket over a connection hyper upgraded.
 pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
@@ -108,11 +108,11 @@ where
     *head.uri_mut() = request.uri().clone();
     *head.version_mut() = request.version();
     *head.headers_mut() = request.headers().clone();
-    let upgrade = UpgradeRequest::validate(&head).map_err(|e| Rejection::from(reject_error(&e)))?;
+    let upgrade = UpgradeRequest::validate(&head).map_err(|e| Rejection::for_error(&e))?;
     if request.extensions().get::<OnUpgrade>().is_none() {
         // Only hyper's HTTP/1 server puts it there; anything else cannot hand the connection
         // over, and accepting would leave the client waiting forever.
-        return Err(reject(
+        return Err(Rejection::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "this connection cannot be upgraded",
         ));

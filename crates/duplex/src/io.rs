@@ -10,9 +10,8 @@ use duplex_proto::send::{SendQueue, Sender};
 use duplex_proto::{Connection, Message};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Smallest read: enough for a burst of small frames, or a few mid-sized ones, in one system
-/// call (four 16 KiB messages in flight arrive in one read, where 32 KiB took two reads and
-/// two writes for them). Only connections with bytes to read hold a buffer (see
+/// Smallest read: enough for a burst of small frames, or a few mid-sized ones (four 16 KiB
+/// messages in flight), in one system call. Only connections with bytes to read hold a buffer (see
 /// [`poll_read_more`]), so this costs an idle connection nothing.
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest single reservation for a frame still arriving, so a header that announces a huge
@@ -206,9 +205,7 @@ pub(crate) fn recycle(buf: BytesMut) {
 /// gives up on the peer), and lends the queue a buffer otherwise (see [`lend_write_buffer`]).
 pub(crate) fn make_room(tx: &mut Sender, max: usize) -> crate::Result<()> {
     if tx.buffered() > max {
-        return Err(crate::Error::WriteBufferFull(
-            "more than max_write_buffer_size bytes queued",
-        ));
+        return Err(crate::Error::WriteBufferFull);
     }
     lend_write_buffer(tx.queue());
     Ok(())

@@ -4,9 +4,8 @@
 //!
 //! - [`WebSocket`] over any `AsyncRead + AsyncWrite + Unpin`: a `Stream` and a `Sink` of
 //!   [`Message`]s, with [`WebSocket::split`] into independent halves.
-//! - Servers: [`accept`], [`server::accept_with`] (inspect the request, choose a
-//!   subprotocol, reject with a status), [`server::Handshake`] (serve plain HTTP and
-//!   WebSockets on one port).
+//! - Servers: [`accept`], [`accept_with`] (inspect the request, choose a subprotocol, refuse
+//!   with a [`Rejection`]), [`Handshake`] (serve plain HTTP and WebSockets on one port).
 //! - Clients: [`connect`] and [`ClientBuilder`], for `ws://` and `wss://`, directly or
 //!   through an HTTP or SOCKS5 [`proxy`].
 //! - TLS with rustls ([`tls`], cargo feature `tls`, on by default).
@@ -36,9 +35,10 @@
 //! # }
 //! ```
 #![deny(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
 
 pub mod auth;
-pub mod client;
+mod client;
 mod config;
 mod driver;
 mod error;
@@ -49,8 +49,8 @@ mod keepalive;
 mod parked;
 mod prepared;
 pub mod proxy;
-pub mod server;
-pub mod split;
+mod server;
+mod split;
 mod stream;
 #[cfg(feature = "tls")]
 pub mod tls;
@@ -63,7 +63,7 @@ pub use duplex_proto::{CloseCode, CloseFrame, Message, Role, Utf8Bytes};
 pub use error::{Error, Result};
 pub use parked::ParkedWebSocket;
 pub use prepared::PreparedMessage;
-pub use server::accept;
+pub use server::{accept, accept_with, Handshake, Incoming, Rejection};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use websocket::WebSocket;

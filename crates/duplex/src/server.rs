@@ -20,21 +20,53 @@ use crate::{Config, Error, Result, WebSocket};
 /// Growth step of the buffer a request head is read into.
 const HEAD_CHUNK: usize = 1024;
 
-/// An HTTP response that refuses an upgrade, returned by an [`accept_with`] callback.
+/// An HTTP response that refuses an upgrade: the one way to say no, returned by an
+/// [`accept_with`] callback, the [`crate::auth`] checks and the `duplex::hyper` helpers.
 ///
 /// Boxed so that `Result<(), Rejection>` stays one word wide.
 ///
 /// ```
-/// use duplex::server::{reject, Rejection};
-/// let r: Rejection = reject(http::StatusCode::FORBIDDEN, "origin not allowed");
+/// use duplex::Rejection;
+/// let r = Rejection::new(http::StatusCode::FORBIDDEN, "origin not allowed");
 /// assert_eq!(r.status(), 403);
-/// let custom = Rejection::from(http::Response::builder().status(503).body("full\n".to_string()).unwrap());
-/// assert_eq!(custom.status(), 503);
+/// let busy = Rejection::unavailable("at capacity", std::time::Duration::from_secs(5));
+/// assert_eq!(busy.into_response().headers()["retry-after"], "5");
+/// assert!(Rejection::unauthorized("missing credentials").into_response().headers().contains_key("www-authenticate"));
 /// ```
 #[derive(Debug)]
 pub struct Rejection(Box<Response<String>>);
 
 impl Rejection {
+    /// A refusal with `status` and a one-line plain-text reason as the body.
+    pub fn new(status: StatusCode, reason: &str) -> Self {
+        Rejection(Box::new(duplex_proto::handshake::server::reject(
+            status, reason,
+        )))
+    }
+
+    /// 401 Unauthorized with `WWW-Authenticate: Bearer` (RFC 6750 section 3), for a request
+    /// without credentials or with wrong ones.
+    pub fn unauthorized(reason: &str) -> Self {
+        Rejection::new(StatusCode::UNAUTHORIZED, reason).with_header(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        )
+    }
+
+    /// 503 Service Unavailable with `Retry-After` (whole seconds, at least 1): the server is
+    /// at capacity or shutting down.
+    pub fn unavailable(reason: &str, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs().max(1);
+        Rejection::new(StatusCode::SERVICE_UNAVAILABLE, reason)
+            .with_header(http::header::RETRY_AFTER, HeaderValue::from(secs))
+    }
+
+    /// The refusal for a request that is not a valid upgrade, with the status the error calls
+    /// for (400, 426, ...).
+    pub(crate) fn for_error(err: &HandshakeError) -> Self {
+        Rejection(Box::new(reject_error(err)))
+    }
+
     /// The status the connection is refused with.
     pub fn status(&self) -> StatusCode {
         self.0.status()
@@ -50,17 +82,6 @@ impl Rejection {
     pub fn into_response(self) -> Response<String> {
         *self.0
     }
-}
-
-impl From<Response<String>> for Rejection {
-    fn from(response: Response<String>) -> Self {
-        Rejection(Box::new(response))
-    }
-}
-
-/// A rejection with `status` and a one-line plain-text reason as the body.
-pub fn reject(status: StatusCode, reason: &str) -> Rejection {
-    Rejection::from(duplex_proto::handshake::server::reject(status, reason))
 }
 
 /// Accepts a WebSocket connection on `io` with the default [`Config`], whatever the path.
@@ -94,11 +115,11 @@ where
 /// [`Config::handshake_timeout`].
 ///
 /// ```no_run
-/// use duplex::server::{accept_with, reject};
+/// use duplex::accept_with;
 /// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
 /// let ws = accept_with(tcp, duplex::Config::default(), |incoming| {
 ///     if incoming.query_param("token").as_deref() != Some("secret") {
-///         return Err(reject(http::StatusCode::UNAUTHORIZED, "missing or wrong token"));
+///         return Err(duplex::Rejection::unauthorized("missing or wrong token"));
 ///     }
 ///     incoming.select_protocol(&["chat.v1"]);
 ///     Ok(())
@@ -120,7 +141,7 @@ where
 /// HTTP. Lets one port serve both pages and WebSockets.
 ///
 /// ```no_run
-/// use duplex::server::Handshake;
+/// use duplex::Handshake;
 /// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
 /// let handshake = Handshake::read(tcp, duplex::Config::default()).await?;
 /// if handshake.request().uri().path() == "/healthz" {
@@ -342,10 +363,5 @@ impl Incoming<'_> {
     /// Adds a header to the 101 response (for instance `Set-Cookie`).
     pub fn add_header(&mut self, name: http::HeaderName, value: HeaderValue) {
         self.headers.append(name, value);
-    }
-
-    /// A rejection with `status` and a one-line reason.
-    pub fn reject(&self, status: StatusCode, reason: &str) -> Rejection {
-        reject(status, reason)
     }
 }

@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     /// Puts the halves back together, with every piece of state the connection had
     /// (compression, a close in progress, timers, what the writer still owes).
     ///
-    /// Fails with [`Error::Reunite`] if they come from different connections.
+    /// Fails with [`Error::Usage`] if they come from different connections.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -135,7 +135,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
     /// ```
     pub fn reunite(self, writer: WebSocketWriter<S>) -> Result<WebSocket<S>> {
         if !Arc::ptr_eq(&self.shared, &writer.shared) {
-            return Err(Error::Reunite);
+            return Err(Error::Usage(
+                "the halves do not belong to the same connection",
+            ));
         }
         let shared = self.shared.clone();
         // The reader's `Drop` marks it gone in a state about to be discarded.
@@ -147,7 +149,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocketReader<S> {
                 Ok(inner.ws.reunited())
             }
             // Only the two halves hold the connection, and both are gone by now.
-            Err(_) => Err(Error::Reunite),
+            Err(_) => Err(Error::Usage(
+                "the halves do not belong to the same connection",
+            )),
         }
     }
 }

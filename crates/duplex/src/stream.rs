@@ -31,7 +31,7 @@ pub enum MaybeTlsStream {
     /// small.
     #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    /// TLS over TCP, server side (see [`crate::tls::accept`]).
+    /// TLS over TCP, server side (see [`crate::tls::handshake`]).
     #[cfg(feature = "tls")]
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }

@@ -13,7 +13,7 @@
 //! let acceptor = duplex::tls::acceptor_from_pem("cert.pem", "key.pem")?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8443").await?;
 //! let (tcp, _) = listener.accept().await?;
-//! let tls = duplex::tls::accept(&acceptor, tcp, Duration::from_secs(10)).await?;
+//! let tls = duplex::tls::handshake(&acceptor, tcp, Duration::from_secs(10)).await?;
 //! let mut ws = duplex::accept(tls).await?;
 //! # Ok(()) }
 //! ```
@@ -223,7 +223,7 @@ pub fn acceptor_from_pem(
 /// # Cancel safety
 ///
 /// Not cancel safe: a cancelled handshake leaves the transport unusable.
-pub async fn accept<S>(
+pub async fn handshake<S>(
     acceptor: &TlsAcceptor,
     io: S,
     timeout: Duration,

@@ -29,7 +29,7 @@ async fn guarded_server() -> (
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut permit = None;
-            let result = duplex::server::accept_with(tcp, Config::default(), |incoming| {
+            let result = duplex::accept_with(tcp, Config::default(), |incoming| {
                 let req = incoming.request();
                 origins.check(req)?;
                 let by_cookie = auth::cookie(req, "session") == Some("valid-session");

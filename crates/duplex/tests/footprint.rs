@@ -8,7 +8,7 @@ use duplex_proto::frame::OpCode;
 
 /// Rarely used parts (compression state, a fragmented message in progress, a message held
 /// behind its pong, keepalive state) are boxed and the configuration is shared, so the
-/// connection itself stays a few hundred bytes (it was 1,040 before they were).
+/// connection itself stays a few hundred bytes.
 #[test]
 fn a_websocket_is_a_few_hundred_bytes() {
     let size = std::mem::size_of::<WebSocket<MaybeTlsStream>>();
@@ -16,8 +16,7 @@ fn a_websocket_is_a_few_hundred_bytes() {
 }
 
 /// A fan-out queues one prepared message per subscriber, and every subscriber's queue reserves
-/// room for a block of them up front: a pointer each keeps an idle subscriber's queue small
-/// (it was 80 bytes each, 2.5 KiB per queue).
+/// room for a block of them up front: a pointer each keeps an idle subscriber's queue small.
 #[test]
 fn a_prepared_message_is_a_pointer() {
     assert_eq!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{bounded, listen, raw_exchange, KEY};
 use duplex::proto::handshake::HandshakeError;
-use duplex::server::{accept_with, reject};
+use duplex::{accept_with, Rejection};
 use duplex::{ClientBuilder, Config, Error, Message};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -91,7 +91,7 @@ async fn callback_rejection_reaches_the_client() {
             let (tcp, _) = listener.accept().await.unwrap();
             accept_with(tcp, Config::default(), |incoming| {
                 if incoming.query_param("token").is_none() {
-                    return Err(reject(StatusCode::UNAUTHORIZED, "no token"));
+                    return Err(Rejection::new(StatusCode::UNAUTHORIZED, "no token"));
                 }
                 Ok(())
             })
@@ -413,7 +413,7 @@ async fn plain_http_on_the_same_port() {
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let handshake = duplex::server::Handshake::read(tcp, Config::default())
+            let handshake = duplex::Handshake::read(tcp, Config::default())
                 .await
                 .unwrap();
             assert_eq!(handshake.request().uri().path(), "/healthz");

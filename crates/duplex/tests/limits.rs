@@ -17,9 +17,7 @@ async fn queueing_past_max_write_buffer_size_drops_the_connection() {
         let config = Config::default().max_write_buffer_size(1024 * 1024);
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             let msg = PreparedMessage::binary(vec![0u8; 64 * 1024]);
             let mut queued = 0;
             let err = loop {
@@ -41,8 +39,8 @@ async fn queueing_past_max_write_buffer_size_drops_the_connection() {
         // 16 frames of 64 KiB and a 4-byte header take the queue just past 1 MiB; the next
         // one is refused.
         assert_eq!(queued, 16);
-        assert!(matches!(err, Error::WriteBufferFull(_)), "{err:?}");
-        assert!(err.is_timeout());
+        assert!(matches!(err, Error::WriteBufferFull), "{err:?}");
+        assert!(!err.is_timeout(), "a full queue is not a timeout");
         assert_eq!(buffered, 0, "the queue was not freed");
         assert!(matches!(after, Err(Error::Closed)), "{after:?}");
     })
@@ -57,9 +55,7 @@ async fn split_writer_has_the_same_limit() {
         let config = Config::default().max_write_buffer_size(256 * 1024);
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             let (_reader, mut writer) = ws.split();
             // `start_send` without waiting in `poll_ready`, as code ignoring the Sink
             // contract would: the queue grows until the limit stops it.
@@ -76,10 +72,7 @@ async fn split_writer_has_the_same_limit() {
         });
         let _client = raw_client(addr).await;
         let result = server.await.unwrap();
-        assert!(
-            matches!(result, Err(Error::WriteBufferFull(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(Error::WriteBufferFull)), "{result:?}");
     })
     .await
 }

@@ -139,7 +139,7 @@ async fn server(
             let ended_tx = ended_tx.clone();
             tokio::spawn(async move {
                 let result = async {
-                    let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(())).await?;
+                    let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await?;
                     while let Some(msg) = ws.recv().await {
                         let msg = msg?;
                         if msg.is_text() || msg.is_binary() {
@@ -236,7 +236,7 @@ async fn hundred_mib_from_a_client_that_never_reads_stays_bounded() {
         assert!(slowest < Duration::from_millis(500), "{slowest:?}");
         let first = ended.recv().await.unwrap();
         assert!(
-            matches!(first, Some(Error::WriteBufferFull(_))),
+            matches!(first, Some(Error::Timeout("write"))),
             "the flooding connection ended with {first:?}"
         );
     })

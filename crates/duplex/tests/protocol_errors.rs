@@ -26,9 +26,7 @@ async fn server_fails_with(what: &str, config: Config, bytes: Vec<u8>, code: u16
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-            .await
-            .unwrap();
+        let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
         let err = match ws.recv().await {
             Some(Err(e)) => e,
             other => panic!("expected a protocol error, got {other:?}"),
@@ -165,9 +163,7 @@ async fn message_at_max_message_size_is_accepted() {
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
             let config = Config::default().max_message_size(1000);
-            let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             ws.recv().await.unwrap().unwrap()
         });
         let mut tcp = raw_client(addr).await;

@@ -281,7 +281,7 @@ async fn wss_through_an_http_proxy_is_encrypted_end_to_end() {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let tls = duplex::tls::accept(&acceptor, tcp, std::time::Duration::from_secs(5))
+            let tls = duplex::tls::handshake(&acceptor, tcp, std::time::Duration::from_secs(5))
                 .await
                 .unwrap();
             let mut ws = duplex::accept(tls).await.unwrap();

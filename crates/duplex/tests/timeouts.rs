@@ -38,9 +38,7 @@ async fn server_and_raw_client(
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-            .await
-            .unwrap();
+        let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
         let mut ended = None;
         while let Some(msg) = ws.recv().await {
             if let Err(e) = msg {
@@ -181,7 +179,7 @@ async fn a_connection_handed_to_another_task_still_pings() {
         let addr = listener.local_addr().unwrap();
         let first = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::server::accept_with(tcp, keepalive(300, 2000), |_| Ok(()))
+            let mut ws = duplex::accept_with(tcp, keepalive(300, 2000), |_| Ok(()))
                 .await
                 .unwrap();
             read_for(&mut ws, Duration::from_millis(50)).await;
@@ -254,9 +252,7 @@ async fn split_reader_pings_through_the_writer_and_never_fails_for_an_idle_write
         let config = keepalive(100, 200);
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             let (mut reader, mut writer) = ws.split();
             // The writer stays idle for 600 ms, three times interval + timeout: the ping is
             // not sent, so the reader must not give up on it.
@@ -289,9 +285,7 @@ async fn split_reader_fails_after_an_unanswered_ping_and_the_writer_sends_1011()
         let config = keepalive(100, 200);
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             let (mut reader, mut writer) = ws.split();
             // A writer flushing on a timer, as a read-only task should.
             let flusher = async {
@@ -339,9 +333,7 @@ async fn peer_that_never_answers_a_close_is_dropped_after_close_timeout() {
         let config = Config::default().close_timeout(Duration::from_millis(300));
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
-                .await
-                .unwrap();
+            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
             let started = Instant::now();
             let result = ws
                 .close(Some(CloseFrame::new(

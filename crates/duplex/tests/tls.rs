@@ -27,7 +27,7 @@ async fn tls_echo_server(pki: &TestPki) -> (u16, tokio::task::JoinHandle<Result<
     let port = listener.local_addr().unwrap().port();
     let handle = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
-        let tls = tls::accept(&acceptor, tcp, Duration::from_secs(5)).await?;
+        let tls = tls::handshake(&acceptor, tcp, Duration::from_secs(5)).await?;
         let (_, conn) = tls.get_ref();
         let seen = Seen {
             sni: conn.server_name().map(str::to_owned),
@@ -208,7 +208,7 @@ async fn silent_client_is_cut_off_by_the_tls_handshake_timeout() {
         let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (tcp, _) = listener.accept().await.unwrap();
         let started = std::time::Instant::now();
-        let err = tls::accept(&acceptor, tcp, Duration::from_millis(200))
+        let err = tls::handshake(&acceptor, tcp, Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout("TLS handshake")), "{err:?}");

@@ -212,7 +212,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                     // Boxed (as every step of `routes::handle` is): the task keeps only the
                     // current step's state, which makes an idle connection small.
                     let accepting =
-                        duplex::tls::accept(&acceptor, tcp, shared.config.handshake_timeout);
+                        duplex::tls::handshake(&acceptor, tcp, shared.config.handshake_timeout);
                     match Box::pin(accepting).await {
                         Ok(tls) => MaybeTlsStream::ServerTls(Box::new(tls)),
                         Err(e) => {

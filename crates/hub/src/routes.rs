@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
-use duplex::server::{reject, Handshake, Rejection as Refusal};
+use duplex::{Handshake, Rejection as Refusal};
 use duplex::{MaybeTlsStream, WebSocket};
 use http::header::{
     HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE,
@@ -118,7 +118,7 @@ pub(crate) async fn handle(
     if !admitted {
         shared.metrics.reject(Rejection::Capacity);
         info!(%peer, %path, "refused: at the connection limit");
-        let refusal = reject(
+        let refusal = Refusal::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server at capacity, try later",
         )
@@ -151,7 +151,7 @@ pub(crate) async fn handle(
             auth::check(config, incoming.request().headers(), query_token.as_deref())
         {
             shared.metrics.reject(denied.metric());
-            let refusal = reject(denied.status(), denied.reason());
+            let refusal = Refusal::new(denied.status(), denied.reason());
             return Err(match denied {
                 auth::Denied::Unauthorized => {
                     refusal.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
@@ -295,7 +295,7 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
     let request = handshake.request();
     if request.method() != Method::GET {
         shared.metrics.reject(Rejection::BadRequest);
-        let refusal = reject(StatusCode::METHOD_NOT_ALLOWED, "only GET is served")
+        let refusal = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "only GET is served")
             .with_header(http::header::ALLOW, HeaderValue::from_static("GET"));
         let _ = handshake.respond(refusal.into_response()).await;
         return;
@@ -334,7 +334,7 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
 async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
     shared.metrics.reject(Rejection::NotFound);
     debug!(%peer, path = handshake.request().uri().path(), "not found");
-    let refusal = reject(
+    let refusal = Refusal::new(
         StatusCode::NOT_FOUND,
         "no such endpoint: try / (chat page or room general), /rooms/NAME, /echo, /healthz, /metrics",
     );

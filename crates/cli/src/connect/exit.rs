@@ -166,7 +166,7 @@ fn close_code_name(code: CloseCode) -> Option<&'static str> {
 fn classify(err: &Error) -> (Exit, String) {
     let exit = match err {
         Error::Io(e) => io_exit(e),
-        Error::Timeout(_) | Error::KeepaliveTimeout(_) | Error::WriteBufferFull(_) => Exit::Timeout,
+        Error::Timeout(_) | Error::KeepaliveTimeout(_) | Error::WriteBufferFull => Exit::Timeout,
         Error::Handshake(_) | Error::Rejected(_) => Exit::Rejected,
         Error::Tls(tls) => match tls {
             // Reading the CA file named by --ca is a local mistake, not the server's.

@@ -44,9 +44,7 @@ pub async fn pair_with(config: Config) -> (WebSocket<MaybeTlsStream>, WebSocket<
     let (listener, url) = listen().await;
     let server = async {
         let (tcp, _) = listener.accept().await.unwrap();
-        duplex::server::accept_with(tcp, config, |_| Ok(()))
-            .await
-            .unwrap()
+        duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap()
     };
     let client = async {
         duplex::ClientBuilder::new(&format!("{url}/"))
@@ -248,9 +246,7 @@ pub async fn pair_configs(
     let (listener, url) = listen().await;
     let accept = async {
         let (tcp, _) = listener.accept().await.unwrap();
-        duplex::server::accept_with(tcp, server, |_| Ok(()))
-            .await
-            .unwrap()
+        duplex::accept_with(tcp, server, |_| Ok(())).await.unwrap()
     };
     let connect = async {
         duplex::ClientBuilder::new(&format!("{url}/"))
