@@ -385,3 +385,46 @@ async fn a_close_started_on_the_halves_completes_after_reunite() {
     })
     .await
 }
+
+/// The hub's case from a raw peer: a request and a close frame arrive in one write; the server
+/// reads the request, its writer task answers it after the reader has already seen the close,
+/// and the peer gets the answer, then the close reply.
+#[tokio::test]
+async fn a_request_and_a_close_in_one_write_get_the_reply_before_the_close() {
+    use tokio::io::AsyncWriteExt;
+    bounded(async {
+        let (listener, _) = common::listen().await;
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let ws = duplex::accept(tcp).await.unwrap();
+            let (mut rd, mut wr) = ws.split();
+            let request = rd.recv().await.unwrap().unwrap();
+            assert!(rd.recv().await.unwrap().unwrap().is_close());
+            // Answered by another task, once the reader has moved on to the close.
+            let reply = tokio::spawn(async move {
+                wr.send(Message::text(format!("re: {}", request.as_text().unwrap())))
+                    .await
+                    .unwrap();
+            });
+            reply.await.unwrap();
+            assert!(rd.recv().await.is_none());
+        });
+        let mut tcp = common::raw_client(addr).await;
+        let mut both = common::masked_frame(0x1, true, b"rooms?");
+        both.extend(common::masked_frame(0x8, true, &1000u16.to_be_bytes()));
+        tcp.write_all(&both).await.unwrap();
+        let reply = common::read_frame(&mut tcp).await;
+        assert_eq!(
+            (reply.opcode, &reply.payload[..]),
+            (0x1, &b"re: rooms?"[..])
+        );
+        let close = common::read_frame(&mut tcp).await;
+        assert_eq!(
+            (close.opcode, &close.payload[..]),
+            (0x8, &1000u16.to_be_bytes()[..])
+        );
+        server.await.unwrap();
+    })
+    .await
+}
