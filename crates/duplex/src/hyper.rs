@@ -42,13 +42,14 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::BytesMut;
-use duplex_proto::deflate::{negotiate, DeflateParams};
+use duplex_proto::deflate::DeflateParams;
 use duplex_proto::handshake::server::UpgradeRequest;
 use duplex_proto::Role;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 
+use crate::server::{decide, Accepted};
 use crate::{Config, Error, Result, WebSocket};
 use crate::{Incoming, Rejection};
 
@@ -117,33 +118,16 @@ where
             "this connection cannot be upgraded",
         ));
     }
-    let mut incoming = Incoming {
-        request: &head,
-        upgrade: &upgrade,
-        protocol: None,
-        headers: HeaderMap::new(),
-    };
-    callback(&mut incoming)?;
-    let Incoming {
-        protocol, headers, ..
-    } = incoming;
-    let mut response = upgrade.accept(protocol.as_deref());
-    response.headers_mut().extend(headers);
-    let deflate = config
-        .deflate
-        .and_then(|cfg| negotiate::server_accept(upgrade.extensions(), &cfg));
-    if let Some((answer, _)) = &deflate {
-        if let Ok(value) = HeaderValue::from_str(&answer.to_string()) {
-            response
-                .headers_mut()
-                .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
-        }
-    }
+    let Accepted {
+        response,
+        protocol,
+        deflate,
+    } = decide(&head, &upgrade, &config, callback)?;
     let pending = PendingUpgrade {
         on_upgrade: hyper::upgrade::on(request),
         config,
         protocol,
-        deflate: deflate.map(|(_, params)| params),
+        deflate,
     };
     Ok((response.map(|()| String::new()), pending))
 }

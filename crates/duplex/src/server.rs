@@ -260,37 +260,23 @@ where
                 return Err(e.into());
             }
         };
-        let mut incoming = Incoming {
-            request: &self.request,
-            upgrade: &upgrade,
-            protocol: None,
-            headers: HeaderMap::new(),
-        };
-        if let Err(rejection) = callback(&mut incoming) {
-            let status = rejection.status();
-            let _ = timeout_at(
-                deadline,
-                send_response(&mut self.io, &rejection.into_response()),
-            )
-            .await;
-            return Err(Error::Rejected(status));
-        }
-        let Incoming {
-            protocol, headers, ..
-        } = incoming;
-        let mut response = upgrade.accept(protocol.as_deref());
-        response.headers_mut().extend(headers);
-        let deflate = self
-            .config
-            .deflate
-            .and_then(|cfg| negotiate::server_accept(upgrade.extensions(), &cfg));
-        if let Some((answer, _)) = &deflate {
-            if let Ok(value) = HeaderValue::from_str(&answer.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        let accepted = match decide(&self.request, &upgrade, &self.config, callback) {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                let status = rejection.status();
+                let _ = timeout_at(
+                    deadline,
+                    send_response(&mut self.io, &rejection.into_response()),
+                )
+                .await;
+                return Err(Error::Rejected(status));
             }
-        }
+        };
+        let Accepted {
+            response,
+            protocol,
+            deflate,
+        } = accepted;
         let mut head = Vec::with_capacity(256);
         write_response(&response.map(|()| ""), &mut head);
         timeout_at(deadline, self.io.write_all(&head))
@@ -299,9 +285,57 @@ where
         Ok(
             WebSocket::from_raw(self.io, Role::Server, self.config, self.buf)
                 .with_protocol(protocol)
-                .with_deflate(deflate.map(|(_, params)| params)),
+                .with_deflate(deflate),
         )
     }
+}
+
+/// The answer to a valid upgrade request that the application's callback agreed to: the 101
+/// response with the chosen subprotocol, the callback's headers and the deflate answer.
+pub(crate) struct Accepted {
+    pub(crate) response: Response<()>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) deflate: Option<duplex_proto::deflate::DeflateParams>,
+}
+
+/// Runs the application's `callback` on a valid upgrade request and builds the answer, the same
+/// way over every transport that carries the handshake.
+pub(crate) fn decide<F>(
+    request: &Request<()>,
+    upgrade: &UpgradeRequest,
+    config: &Config,
+    callback: F,
+) -> std::result::Result<Accepted, Rejection>
+where
+    F: FnOnce(&mut Incoming<'_>) -> std::result::Result<(), Rejection>,
+{
+    let mut incoming = Incoming {
+        request,
+        upgrade,
+        protocol: None,
+        headers: HeaderMap::new(),
+    };
+    callback(&mut incoming)?;
+    let Incoming {
+        protocol, headers, ..
+    } = incoming;
+    let mut response = upgrade.accept(protocol.as_deref());
+    response.headers_mut().extend(headers);
+    let deflate = config
+        .deflate
+        .and_then(|cfg| negotiate::server_accept(upgrade.extensions(), &cfg));
+    if let Some((answer, _)) = &deflate {
+        if let Ok(value) = HeaderValue::from_str(&answer.to_string()) {
+            response
+                .headers_mut()
+                .insert(http::header::SEC_WEBSOCKET_EXTENSIONS, value);
+        }
+    }
+    Ok(Accepted {
+        response,
+        protocol,
+        deflate: deflate.map(|(_, params)| params),
+    })
 }
 
 async fn send_response<S: AsyncWrite + Unpin>(

@@ -495,12 +495,19 @@ mod tests {
         out
     }
 
+    /// A server answering as `answers` says, and a request followed by a close (1000) from its
+    /// client, in one read.
+    fn request_then_close(answers: Answers, request: &[u8]) -> (Connection, BytesMut) {
+        let mut server = Connection::new(Role::Server, Config::default());
+        server.set_answers(answers);
+        let mut input = masked(0x1, request);
+        input.extend_from_slice(&masked(0x8, &[0x03, 0xe8]));
+        (server, input)
+    }
+
     #[test]
     fn a_close_is_held_until_its_echo_is_written() {
-        let mut server = Connection::new(Role::Server, Config::default());
-        server.set_answers(Answers::BeforeDelivery);
-        let mut input = masked(0x1, b"request");
-        input.extend_from_slice(&masked(0x8, &[0x03, 0xe8]));
+        let (mut server, mut input) = request_then_close(Answers::BeforeDelivery, b"request");
         assert_eq!(
             server.receive(&mut input),
             Ok(Some(Message::text("request")))
@@ -515,10 +522,7 @@ mod tests {
 
     #[test]
     fn replies_queued_before_the_writer_answers_go_before_the_close_echo() {
-        let mut server = Connection::new(Role::Server, Config::default());
-        server.set_answers(Answers::ByWriter);
-        let mut input = masked(0x1, b"rooms?");
-        input.extend_from_slice(&masked(0x8, &[0x03, 0xe8]));
+        let (mut server, mut input) = request_then_close(Answers::ByWriter, b"rooms?");
         assert!(server.receive(&mut input).unwrap().is_some());
         assert!(server.receive(&mut input).unwrap().unwrap().is_close());
         assert_eq!(server.state(), State::CloseReceived);
