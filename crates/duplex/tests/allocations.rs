@@ -1,67 +1,16 @@
 //! Steady-state allocations: echoing small messages (ones that fit the read buffer) allocates
-//! nothing per message once the connection has warmed up. Counted with a global allocator that
-//! counts the allocations made on the test's own thread.
+//! nothing per message once the connection has warmed up. Counted with the testkit's global
+//! allocator, which counts the allocations made on the test's own thread (the counter's own
+//! test is in `crates/testkit/tests/alloc.rs`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use duplex::{Config, Message, Role, WebSocket};
+use duplex_testkit::alloc::{count_allocations_async as count, Counting};
 use futures_util::SinkExt;
 use tokio::io::DuplexStream;
 
-struct Counting;
-
-thread_local! {
-    /// Allocations seen on this thread while counting is on; `None` while off.
-    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-fn bump() {
-    // `try_with`: the allocator may run while the thread's locals are being torn down.
-    let _ = COUNT.try_with(|c| {
-        if let Some(n) = c.get() {
-            c.set(Some(n + 1));
-        }
-    });
-}
-
-// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged;
-// the only addition is a counter in a const-initialised thread local, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded as is.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump();
-        // SAFETY: forwarded as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-/// Runs `f`, returning the allocations it made on this thread.
-async fn count<F: std::future::Future<Output = ()>>(f: F) -> u64 {
-    COUNT.with(|c| c.set(Some(0)));
-    f.await;
-    COUNT.with(|c| c.take()).unwrap_or(0)
-}
 
 fn pair() -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
     let (a, b) = tokio::io::duplex(256 * 1024);
@@ -117,18 +66,6 @@ fn allocations_per_message(msg: Message, batch: usize) -> f64 {
 }
 
 #[test]
-fn the_counter_sees_allocations() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
-    let n = rt.block_on(count(async {
-        std::hint::black_box(Vec::<u8>::with_capacity(100));
-        std::hint::black_box(Bytes::from(vec![1u8; 10]));
-    }));
-    assert_eq!(n, 2);
-}
-
-#[test]
 fn echoing_small_text_messages_does_not_allocate() {
     let per_message = allocations_per_message(Message::text("0123456789abcdefghij"), 1);
     assert!(per_message < 0.01, "{per_message} allocations per message");
@@ -136,7 +73,7 @@ fn echoing_small_text_messages_does_not_allocate() {
 
 #[test]
 fn echoing_batches_of_binary_messages_does_not_allocate() {
-    let msg = Message::Binary(Bytes::from(vec![7u8; 1024]));
+    let msg = Message::Binary(bytes::Bytes::from(vec![7u8; 1024]));
     let per_message = allocations_per_message(msg, 16);
     assert!(per_message < 0.01, "{per_message} allocations per message");
 }

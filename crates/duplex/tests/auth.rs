@@ -8,7 +8,9 @@
 
 mod common;
 
-use common::{bounded, raw_exchange, KEY};
+use common::bounded;
+use duplex_testkit::net::raw_exchange;
+use duplex_testkit::KEY;
 use duplex::auth::{self, ConnectionLimit, OriginPolicy};
 use duplex::{Config, Error};
 use tokio::net::TcpListener;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use common::bounded;
-use common::certs::TestPki;
+use duplex_testkit::pki::TestPki;
 use duplex::proxy::ProxyError;
 use duplex::{ClientBuilder, Error, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::certs::TestPki;
+use duplex_testkit::pki::TestPki;
 use duplex::tls::{self, TlsError};
 use duplex::{ClientBuilder, Error, Message};
 use tokio::net::TcpListener;

@@ -3,6 +3,8 @@
 //! - [`frame`]: a raw WebSocket frame codec, written independently of `duplex-proto`: encode
 //!   frames with any first byte, announced length and mask (broken ones included), decode
 //!   frames from bytes or from a socket.
+//! - [`http`]: handshake heads as text: the RFC 6455 sample request, a `101` answer, a
+//!   response parser.
 //! - [`net`] (feature `net`): raw-socket peers: the RFC 6455 sample handshake written by hand,
 //!   response heads read byte by byte, a close frame and the end of the connection checked.
 //! - [`alloc`]: a counting global allocator (allocations per thread, live and peak bytes).
@@ -13,6 +15,7 @@
 
 pub mod alloc;
 pub mod frame;
+pub mod http;
 #[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "tls")]

@@ -1,5 +1,6 @@
 //! Raw-socket peers: a WebSocket handshake written by hand, HTTP heads read byte by byte,
-//! frames read from a stream, and the checks a test makes at the end of a connection.
+//! frames read from a stream, and the checks a test makes at the end of a connection. (The
+//! heads themselves are written and parsed by [`crate::http`].)
 //!
 //! Readers take any `AsyncRead`: a `TcpStream` (reads exactly what they need, so nothing after a
 //! head or frame is consumed) or a `tokio::io::BufReader` around one (fewer reads, for floods).
@@ -11,35 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::frame::{self, Frame, CLOSE, PONG};
-use crate::{ACCEPT, KEY};
+use crate::http::{header, parse_response, switching_protocols, upgrade_request, RawResponse};
+use crate::ACCEPT;
 
 /// How long [`expect_eof`] waits for the peer to end the connection.
 pub const EOF_WAIT: Duration = Duration::from_secs(6);
-
-/// The RFC 6455 section 1.3 upgrade request (key [`KEY`]) for `path`.
-pub fn upgrade_request(path: &str) -> String {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-}
-
-/// A `101 Switching Protocols` head with `accept` as `Sec-WebSocket-Accept`; `extra` is
-/// inserted before the blank line (whole header lines, each ending in `\r\n`).
-pub fn switching_protocols(accept: &str, extra: &str) -> String {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
-    )
-}
-
-/// The value of header `name` (case-insensitive) in a head, trimmed.
-pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
 
 /// Reads an HTTP head, up to and including the blank line, one byte at a time so that
 /// nothing after it is consumed. Panics if the connection ends inside it.
@@ -55,58 +32,6 @@ pub async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> String {
         head.push(b);
     }
     String::from_utf8(head).expect("an ASCII head")
-}
-
-/// A parsed HTTP response: status, headers (names lowercased) and body.
-#[derive(Debug)]
-pub struct RawResponse {
-    /// The status code.
-    pub status: u16,
-    /// The headers, names lowercased, in order.
-    pub headers: Vec<(String, String)>,
-    /// The body (lossily decoded).
-    pub body: String,
-}
-
-impl RawResponse {
-    /// The first header called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses a whole HTTP/1.1 response (head and body).
-pub fn parse_response(raw: &[u8]) -> RawResponse {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("incomplete response: {text:?}"));
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    assert_eq!(
-        parts.next(),
-        Some("HTTP/1.1"),
-        "status line {status_line:?}"
-    );
-    let status = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
-    let headers = lines
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap_or((l, ""));
-            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
 }
 
 /// Sends `request` on a fresh connection to `addr` and reads the response until the server
