@@ -28,6 +28,19 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// The `Sec-WebSocket-Accept` for [`KEY`].
 pub const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 
+/// Takes everything queued in `q`, chunk by chunk as an I/O layer would (a sans-I/O engine's
+/// send queue, say).
+pub fn drain(q: &mut impl bytes::Buf) -> Vec<u8> {
+    let mut out = Vec::with_capacity(q.remaining());
+    while q.has_remaining() {
+        let chunk = q.chunk();
+        let n = chunk.len();
+        out.extend_from_slice(chunk);
+        q.advance(n);
+    }
+    out
+}
+
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)), RFC 6455 section 4.2.2,
 /// computed here so that tests need not trust the engine's own.
 pub fn accept_key(key: &str) -> String {
