@@ -19,50 +19,50 @@ fn pair() -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
     (client, server)
 }
 
-/// The client sends `batch` messages in one write, the server echoes each (one write per
-/// batch), the client reads the echoes and checks them.
-async fn round(
+const WARMUP: usize = 200;
+const ROUNDS: usize = 2000;
+
+/// `rounds` times: the client sends `batch` messages in one write, the server echoes each (one
+/// write per batch), the client reads the echoes and checks them.
+async fn echo_rounds(
+    rounds: usize,
     client: &mut WebSocket<DuplexStream>,
     server: &mut WebSocket<DuplexStream>,
     msg: &Message,
     batch: usize,
 ) {
-    for _ in 0..batch {
-        client.feed(msg.clone()).await.expect("client send");
-    }
-    client.flush().await.expect("client flush");
-    for _ in 0..batch {
-        let got = server.recv().await.expect("open").expect("server receive");
-        server.feed(got).await.expect("server send");
-    }
-    server.flush().await.expect("server flush");
-    for _ in 0..batch {
-        let echo = client.recv().await.expect("open").expect("client receive");
-        assert_eq!(echo.len(), msg.len());
+    for _ in 0..rounds {
+        for _ in 0..batch {
+            client.feed(msg.clone()).await.expect("client send");
+        }
+        client.flush().await.expect("client flush");
+        for _ in 0..batch {
+            let got = server.recv().await.expect("open").expect("server receive");
+            server.feed(got).await.expect("server send");
+        }
+        server.flush().await.expect("server flush");
+        for _ in 0..batch {
+            let echo = client.recv().await.expect("open").expect("client receive");
+            assert_eq!(echo.len(), msg.len());
+        }
     }
 }
 
 /// Allocations per message echoed in steady state.
 fn allocations_per_message(msg: Message, batch: usize) -> f64 {
-    const WARMUP: usize = 200;
-    const ROUNDS: usize = 2000;
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let allocs = runtime().block_on(async {
+        let (mut client, mut server) = pair();
+        echo_rounds(WARMUP, &mut client, &mut server, &msg, batch).await;
+        count(echo_rounds(ROUNDS, &mut client, &mut server, &msg, batch)).await
+    });
+    allocs as f64 / (ROUNDS * batch) as f64
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let (mut client, mut server) = pair();
-        for _ in 0..WARMUP {
-            round(&mut client, &mut server, &msg, batch).await;
-        }
-        let allocs = count(async {
-            for _ in 0..ROUNDS {
-                round(&mut client, &mut server, &msg, batch).await;
-            }
-        })
-        .await;
-        allocs as f64 / (ROUNDS * batch) as f64
-    })
+        .expect("runtime")
 }
 
 #[test]
@@ -82,66 +82,63 @@ fn echoing_batches_of_binary_messages_does_not_allocate() {
 /// answered with a frame encoded once ([`duplex::PreparedMessage`]), as fan-out sends it.
 #[test]
 fn split_halves_and_prepared_frames_do_not_allocate() {
-    const WARMUP: usize = 200;
-    const ROUNDS: usize = 2000;
     const BATCH: usize = 8;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let allocs = rt.block_on(async {
+    let allocs = runtime().block_on(async {
         let (mut client, server) = pair();
         let (mut reader, mut writer) = server.split();
-        let msg = Message::text("0123456789abcdefghij");
-        let prepared = duplex::PreparedMessage::text("someone: 0123456789abcdefghij");
-        for _ in 0..WARMUP {
-            split_round(
-                &mut client,
-                &mut reader,
-                &mut writer,
-                &msg,
-                &prepared,
-                BATCH,
-            )
-            .await;
-        }
-        count(async {
-            for _ in 0..ROUNDS {
-                split_round(
-                    &mut client,
-                    &mut reader,
-                    &mut writer,
-                    &msg,
-                    &prepared,
-                    BATCH,
-                )
-                .await;
-            }
-        })
-        .await
+        let mut halves = Halves {
+            client: &mut client,
+            reader: &mut reader,
+            writer: &mut writer,
+            msg: Message::text("0123456789abcdefghij"),
+            prepared: duplex::PreparedMessage::text("someone: 0123456789abcdefghij"),
+        };
+        halves.rounds(WARMUP, BATCH).await;
+        count(halves.rounds(ROUNDS, BATCH)).await
     });
     let per_message = allocs as f64 / (ROUNDS * BATCH) as f64;
     assert!(per_message < 0.01, "{per_message} allocations per message");
 }
 
-async fn split_round(
-    client: &mut WebSocket<DuplexStream>,
-    reader: &mut duplex::WebSocketReader<DuplexStream>,
-    writer: &mut duplex::WebSocketWriter<DuplexStream>,
-    msg: &Message,
-    prepared: &duplex::PreparedMessage,
-    batch: usize,
-) {
-    for _ in 0..batch {
-        client.feed(msg.clone()).await.expect("client send");
-    }
-    client.flush().await.expect("client flush");
-    for _ in 0..batch {
-        reader.recv().await.expect("open").expect("server receive");
-        writer.send_prepared(prepared).await.expect("server send");
-    }
-    for _ in 0..batch {
-        let got = client.recv().await.expect("open").expect("client receive");
-        assert_eq!(got.len(), prepared.message().len());
+/// A client and a server's split halves answering each message with a prepared one.
+struct Halves<'a> {
+    client: &'a mut WebSocket<DuplexStream>,
+    reader: &'a mut duplex::WebSocketReader<DuplexStream>,
+    writer: &'a mut duplex::WebSocketWriter<DuplexStream>,
+    msg: Message,
+    prepared: duplex::PreparedMessage,
+}
+
+impl Halves<'_> {
+    async fn rounds(&mut self, rounds: usize, batch: usize) {
+        for _ in 0..rounds {
+            for _ in 0..batch {
+                self.client
+                    .feed(self.msg.clone())
+                    .await
+                    .expect("client send");
+            }
+            self.client.flush().await.expect("client flush");
+            for _ in 0..batch {
+                self.reader
+                    .recv()
+                    .await
+                    .expect("open")
+                    .expect("server receive");
+                self.writer
+                    .send_prepared(&self.prepared)
+                    .await
+                    .expect("server send");
+            }
+            for _ in 0..batch {
+                let got = self
+                    .client
+                    .recv()
+                    .await
+                    .expect("open")
+                    .expect("client receive");
+                assert_eq!(got.len(), self.prepared.message().len());
+            }
+        }
     }
 }

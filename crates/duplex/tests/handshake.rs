@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bounded, listen};
+use common::{accept_one, bounded, listen};
 use duplex::proto::handshake::HandshakeError;
 use duplex::server::{accept_with, reject};
 use duplex::{ClientBuilder, Config, Error, Message};
@@ -27,9 +27,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn subprotocol_is_negotiated() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let mut offered = Vec::new();
             let ws = accept_with(tcp, Config::default(), |incoming| {
                 offered = incoming.protocols().to_vec();
@@ -41,7 +39,7 @@ async fn subprotocol_is_negotiated() {
             assert_eq!(offered, ["a", "b"]);
             ws
         });
-        let (mut client, response) = ClientBuilder::new(&format!("{url}/chat"))
+        let (mut client, response) = ClientBuilder::new(&format!("ws://{addr}/chat"))
             .unwrap()
             .protocol("a")
             .protocol("b")
@@ -66,9 +64,7 @@ async fn subprotocol_is_negotiated() {
 #[tokio::test]
 async fn no_common_subprotocol_means_none_on_both_sides() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             accept_with(tcp, Config::default(), |incoming| {
                 assert_eq!(incoming.select_protocol(&["z"]), None);
                 Ok(())
@@ -76,7 +72,7 @@ async fn no_common_subprotocol_means_none_on_both_sides() {
             .await
             .unwrap()
         });
-        let (client, response) = ClientBuilder::new(&format!("{url}/"))
+        let (client, response) = ClientBuilder::new(&format!("ws://{addr}/"))
             .unwrap()
             .protocol("a")
             .protocol("b")
@@ -94,9 +90,7 @@ async fn no_common_subprotocol_means_none_on_both_sides() {
 #[tokio::test]
 async fn callback_rejection_reaches_the_client() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             accept_with(tcp, Config::default(), |incoming| {
                 if incoming.query_param("token").is_none() {
                     return Err(reject(StatusCode::UNAUTHORIZED, "no token"));
@@ -105,7 +99,7 @@ async fn callback_rejection_reaches_the_client() {
             })
             .await
         });
-        let err = duplex::connect(&format!("{url}/private"))
+        let err = duplex::connect(&format!("ws://{addr}/private"))
             .await
             .expect_err("the upgrade must be refused");
         match err {
@@ -126,9 +120,7 @@ async fn callback_rejection_reaches_the_client() {
 #[tokio::test]
 async fn callback_sees_path_query_and_headers() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let mut seen = None;
             let ws = accept_with(tcp, Config::default(), |incoming| {
                 seen = Some((
@@ -148,16 +140,17 @@ async fn callback_sees_path_query_and_headers() {
             .unwrap();
             (ws, seen.unwrap())
         });
-        let (_client, response) =
-            ClientBuilder::new(&format!("{url}/rooms/lobby?token=s3cr%20t&room=a%2Bb"))
-                .unwrap()
-                .header(
-                    http::HeaderName::from_static("x-client"),
-                    http::HeaderValue::from_static("tests"),
-                )
-                .connect()
-                .await
-                .unwrap();
+        let (_client, response) = ClientBuilder::new(&format!(
+            "ws://{addr}/rooms/lobby?token=s3cr%20t&room=a%2Bb"
+        ))
+        .unwrap()
+        .header(
+            http::HeaderName::from_static("x-client"),
+            http::HeaderValue::from_static("tests"),
+        )
+        .connect()
+        .await
+        .unwrap();
         let (_server, (path, token, room, missing, header)) = server.await.unwrap();
         assert_eq!(path, "/rooms/lobby");
         assert_eq!(token.as_deref(), Some("s3cr t"), "percent-decoded");
@@ -172,12 +165,8 @@ async fn callback_sees_path_query_and_headers() {
 /// Sends a raw request to a fresh `accept_with` server and returns the response and what
 /// `accept_with` returned.
 async fn raw_request(request: String) -> (RawResponse, Error) {
-    let (listener, _) = listen().await;
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        accept_with(tcp, Config::default(), |_| Ok(())).await
-    });
+    let (addr, server) =
+        accept_one(|tcp| async move { accept_with(tcp, Config::default(), |_| Ok(())).await });
     let response = raw_exchange(addr, request.as_bytes()).await;
     let err = server
         .await
@@ -218,10 +207,7 @@ async fn refusals_are_answered_on_the_wire_and_returned() {
 #[tokio::test]
 async fn valid_raw_request_is_upgraded() {
     bounded(async {
-        let (listener, _) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let mut ws = duplex::accept(tcp).await.unwrap();
             ws.send(Message::text("hi")).await.unwrap();
         });
@@ -238,10 +224,7 @@ async fn valid_raw_request_is_upgraded() {
 #[tokio::test]
 async fn trickled_handshake_is_cut_off_by_handshake_timeout() {
     bounded(async {
-        let (listener, _) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let config = Config::default().handshake_timeout(Duration::from_millis(300));
             let start = Instant::now();
             let result = accept_with(tcp, config, |_| Ok(())).await;
@@ -284,10 +267,7 @@ async fn trickled_handshake_is_cut_off_by_handshake_timeout() {
 #[tokio::test]
 async fn plain_http_on_the_same_port() {
     bounded(async {
-        let (listener, _) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let handshake = duplex::server::Handshake::read(tcp, Config::default())
                 .await
                 .unwrap();
@@ -308,10 +288,7 @@ async fn plain_http_on_the_same_port() {
 #[tokio::test]
 async fn frames_sent_right_behind_the_request_are_not_lost() {
     bounded(async {
-        let (listener, _) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let mut ws = duplex::accept(tcp).await.unwrap();
             let first = ws.recv().await.unwrap().unwrap();
             let second = ws.recv().await.unwrap().unwrap();
@@ -369,18 +346,16 @@ async fn wss_to_a_closed_port_is_an_io_error() {
 }
 
 /// A hand-written server that reads one request head and answers with `response(key)`.
-async fn raw_server(
+fn raw_server(
     response: impl FnOnce(&str) -> Vec<u8> + Send + 'static,
 ) -> (String, tokio::task::JoinHandle<TcpStream>) {
-    let (listener, url) = listen().await;
-    let task = tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
+    let (addr, task) = accept_one(|mut tcp| async move {
         let head = read_head(&mut tcp).await;
         let key = header(&head, "sec-websocket-key").expect("no Sec-WebSocket-Key");
         tcp.write_all(&response(key)).await.unwrap();
         tcp
     });
-    (url, task)
+    (format!("ws://{addr}"), task)
 }
 
 #[tokio::test]
@@ -388,7 +363,7 @@ async fn raw_server(
 /// a refusal reaches the caller.
 async fn client_refuses_a_wrong_accept_key() {
     bounded(async {
-        let (url, server) = raw_server(|_| switching_protocols(ACCEPT, "").into_bytes()).await;
+        let (url, server) = raw_server(|_| switching_protocols(ACCEPT, "").into_bytes());
         let err = duplex::connect(&format!("{url}/")).await.unwrap_err();
         assert!(
             matches!(err, Error::Handshake(HandshakeError::Accept)),
@@ -402,15 +377,12 @@ async fn client_refuses_a_wrong_accept_key() {
 #[tokio::test]
 async fn client_handshake_times_out_on_a_silent_server() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            // Accept, read the request, never answer (until the client gives up).
-            let (mut tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|mut tcp| async move {
             let mut sink = Vec::new();
             let _ = tcp.read_to_end(&mut sink).await;
         });
         let started = Instant::now();
-        let err = ClientBuilder::new(&format!("{url}/"))
+        let err = ClientBuilder::new(&format!("ws://{addr}/"))
             .unwrap()
             .config(Config::default().handshake_timeout(Duration::from_millis(300)))
             .connect()
@@ -433,8 +405,7 @@ async fn frames_sent_right_behind_the_101_are_not_lost() {
             out.extend(unmasked(FIN | TEXT, b"first"));
             out.extend(unmasked(FIN | BINARY, &[0xff; 300]));
             out
-        })
-        .await;
+        });
         let (mut client, _) = duplex::connect(&format!("{url}/")).await.unwrap();
         let _tcp = server.await.unwrap();
         assert_eq!(

@@ -129,6 +129,42 @@ fn echo(msg: Message) -> Message {
     msg
 }
 
+/// What one flood came to.
+struct Flooded {
+    /// Bytes the flooding client wrote, and how its writing ended.
+    sent: usize,
+    result: std::io::Result<()>,
+    /// The server's heap peak above the baseline taken before the flood.
+    growth: usize,
+    /// The slowest probe round trip meanwhile.
+    slowest: Duration,
+    took: Duration,
+    /// How each of the server's connections ended.
+    ended: tokio::sync::mpsc::UnboundedReceiver<Option<Error>>,
+}
+
+/// Floods a fresh server that answers with `answer`, probing it meanwhile, and measures.
+async fn measure(config: Config, answer: fn(Message) -> Message, frame: &[u8]) -> Flooded {
+    let (addr, ended) = server(config, answer).await;
+    let baseline = reset_peak();
+    let started = Instant::now();
+    let flooding = flood(addr, frame);
+    let mut done = None;
+    let slowest = probe(addr, async {
+        done = Some(flooding.await);
+    })
+    .await;
+    let (sent, result) = done.unwrap();
+    Flooded {
+        sent,
+        result,
+        growth: peak_bytes() - baseline,
+        slowest,
+        took: started.elapsed(),
+        ended,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_from_a_client_that_never_reads_stays_bounded() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -136,60 +172,52 @@ async fn hundred_mib_from_a_client_that_never_reads_stays_bounded() {
         let config = Config::default().write_timeout(Some(Duration::from_secs(1)));
 
         // 1. Small answers, never read: everything goes through.
-        let (addr, mut ended) = server(config, ack).await;
-        let baseline = reset_peak();
-        let started = Instant::now();
-        let flooding = flood(addr, &frame);
-        let mut done = None;
-        let slowest = probe(addr, async {
-            done = Some(flooding.await);
-        })
-        .await;
-        let (sent, result) = done.unwrap();
-        let growth = peak_bytes() - baseline;
+        let mut acked = measure(config, ack, &frame).await;
         eprintln!(
             "acknowledged flood: {} MiB sent in {:?}, server heap peak +{} KiB, slowest probe {:?}",
-            sent / MIB,
-            started.elapsed(),
-            growth / 1024,
-            slowest
+            acked.sent / MIB,
+            acked.took,
+            acked.growth / 1024,
+            acked.slowest
         );
-        result.unwrap();
-        assert!(sent >= OFFERED);
-        assert!(growth < BOUND, "heap grew by {growth} bytes");
-        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        acked.result.unwrap();
+        assert!(acked.sent >= OFFERED);
+        assert!(acked.growth < BOUND, "heap grew by {} bytes", acked.growth);
+        assert!(
+            acked.slowest < Duration::from_millis(500),
+            "{:?}",
+            acked.slowest
+        );
         // Both connections (flood and probe) end before the next measurement, so that memory
         // they free does not hide memory the next flood takes.
         for _ in 0..2 {
-            ended.recv().await.unwrap();
+            acked.ended.recv().await.unwrap();
         }
 
         // 2. Echoes, never read: back-pressure, then the connection is dropped.
-        let (addr, mut ended) = server(config, echo).await;
-        let baseline = reset_peak();
-        let started = Instant::now();
-        let flooding = flood(addr, &frame);
-        let mut done = None;
-        let slowest = probe(addr, async {
-            done = Some(flooding.await);
-        })
-        .await;
-        let (sent, result) = done.unwrap();
-        let growth = peak_bytes() - baseline;
+        let mut echoed = measure(config, echo, &frame).await;
         eprintln!(
             "echoed flood: {} MiB accepted before the server dropped the connection after {:?}, \
              server heap peak +{} KiB, slowest probe {:?}",
-            sent / MIB,
-            started.elapsed(),
-            growth / 1024,
-            slowest
+            echoed.sent / MIB,
+            echoed.took,
+            echoed.growth / 1024,
+            echoed.slowest
         );
         // The kernel's socket buffers take some MiB; the server takes no more than its limits.
-        assert!(result.is_err(), "the flood was never stopped");
-        assert!(sent < OFFERED / 2, "{sent} bytes went in");
-        assert!(growth < BOUND, "heap grew by {growth} bytes");
-        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
-        let first = ended.recv().await.unwrap();
+        assert!(echoed.result.is_err(), "the flood was never stopped");
+        assert!(echoed.sent < OFFERED / 2, "{} bytes went in", echoed.sent);
+        assert!(
+            echoed.growth < BOUND,
+            "heap grew by {} bytes",
+            echoed.growth
+        );
+        assert!(
+            echoed.slowest < Duration::from_millis(500),
+            "{:?}",
+            echoed.slowest
+        );
+        let first = echoed.ended.recv().await.unwrap();
         assert!(
             matches!(first, Some(Error::WriteBufferFull(_))),
             "the flooding connection ended with {first:?}"

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{bounded, listen, serve_one};
+use common::{accept_one, bounded, serve_one};
 use duplex::{CloseCode, Config, Error};
 use duplex_testkit::frame::{
     masked, unmasked, BINARY, CLOSE, CONTINUATION, FIN, PING, RSV1, RSV2, RSV3, TEXT,
@@ -186,9 +186,7 @@ async fn other_protocol_violations_are_1002() {
 #[tokio::test]
 async fn masked_frame_from_a_server_is_1002_at_the_client() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|mut tcp| async move {
             raw_accept(&mut tcp).await;
             // A server must not mask.
             tcp.write_all(&masked(FIN | TEXT, b"masked")).await.unwrap();
@@ -197,7 +195,7 @@ async fn masked_frame_from_a_server_is_1002_at_the_client() {
             assert_eq!((close.fin, close.opcode), (true, CLOSE));
             assert_eq!(close.close_code(), Some(1002));
         });
-        let (mut client, _) = duplex::connect(&format!("{url}/")).await.unwrap();
+        let (mut client, _) = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
         let err = match client.recv().await {
             Some(Err(e)) => e,
             other => panic!("expected a protocol error, got {other:?}"),

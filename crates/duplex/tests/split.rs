@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bounded, pair, payload};
+use common::{accept_one, bounded, pair, payload};
 use duplex::{CloseCode, CloseFrame, Error, Message};
 
 const N: usize = 1000;
@@ -107,9 +107,7 @@ async fn reuniting_halves_of_different_connections_fails() {
 #[tokio::test]
 async fn split_halves_know_the_protocol_and_reunite_keeps_it() {
     bounded(async {
-        let (listener, url) = common::listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             duplex::server::accept_with(tcp, Default::default(), |i| {
                 i.select_protocol(&["p1"]);
                 Ok(())
@@ -117,7 +115,7 @@ async fn split_halves_know_the_protocol_and_reunite_keeps_it() {
             .await
             .unwrap()
         });
-        let (client, _) = duplex::ClientBuilder::new(&format!("{url}/"))
+        let (client, _) = duplex::ClientBuilder::new(&format!("ws://{addr}/"))
             .unwrap()
             .protocol("p1")
             .connect()

@@ -39,12 +39,11 @@ pub async fn pair() -> (WebSocket<MaybeTlsStream>, WebSocket<TcpStream>) {
     tokio::join!(client, server)
 }
 
-/// A duplex server for one connection on an ephemeral loopback port: accepts it with
-/// `config` (and no callback), then runs `serve` on the WebSocket. Returns the address to
-/// connect to and the task.
-pub fn serve_one<F, Fut>(config: Config, serve: F) -> (SocketAddr, JoinHandle<Fut::Output>)
+/// Accepts one TCP connection on an ephemeral loopback port and runs `serve` on it. Returns
+/// the address to connect to and the task.
+pub fn accept_one<F, Fut>(serve: F) -> (SocketAddr, JoinHandle<Fut::Output>)
 where
-    F: FnOnce(WebSocket<TcpStream>) -> Fut + Send + 'static,
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
@@ -54,12 +53,26 @@ where
     let listener = TcpListener::from_std(listener).unwrap();
     let task = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
+        serve(tcp).await
+    });
+    (addr, task)
+}
+
+/// A duplex server for one connection on an ephemeral loopback port: accepts it with
+/// `config` (and no callback), then runs `serve` on the WebSocket. Returns the address to
+/// connect to and the task.
+pub fn serve_one<F, Fut>(config: Config, serve: F) -> (SocketAddr, JoinHandle<Fut::Output>)
+where
+    F: FnOnce(WebSocket<TcpStream>) -> Fut + Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    accept_one(move |tcp| async move {
         let ws = duplex::server::accept_with(tcp, config, |_| Ok(()))
             .await
             .unwrap();
         serve(ws).await
-    });
-    (addr, task)
+    })
 }
 
 /// A connected (client, server) pair where both ends use `config`.
