@@ -137,15 +137,8 @@ fn server_closing_with_an_error_code_is_exit_6_with_code_and_reason() {
             let _ = ws.close(Some(bye)).await;
         }
     });
-    let child = std::process::Command::new(support::BIN)
-        .args(["connect", &server.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = support::spawn(&["connect", &server.url]);
     // stdin stays open (sending "spam"): the close is the server's doing, not the end of input.
-    let mut child = child;
     let mut stdin = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut stdin, b"spam\n").expect("write");
     let out = support::finish_keeping(child, stdin, LIMIT);
@@ -166,14 +159,7 @@ fn server_vanishing_without_a_close_frame_is_exit_6() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(ws); // no close frame
     });
-    let child = std::process::Command::new(support::BIN)
-        .args(["connect", &server.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut child = child;
+    let mut child = support::spawn(&["connect", &server.url]);
     let stdin = child.stdin.take().expect("stdin");
     let out = support::finish_keeping(child, stdin, LIMIT);
     assert_eq!(out.code, Some(6), "{}", out.stderr);
