@@ -15,7 +15,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duplex::Message;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use duplex_testkit::frame::{
+    close_payload, encode, masked, BINARY, CLOSE, CONTINUATION, FIN, MASK_KEY, PING, PONG, TEXT,
+};
+use duplex_testkit::http::upgrade_request;
+use duplex_testkit::net::{expect_close, raw_client, read_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
@@ -28,22 +33,6 @@ const PROMPT: Duration = Duration::from_secs(2);
 
 /// The server's handshake timeout (`duplex::Config::handshake_timeout`, 10 s by default).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The RFC 6455 section 1.3 handshake, on `/echo`.
-const REQUEST: &[u8] = b"GET /echo HTTP/1.1\r\n\
-    Host: 127.0.0.1\r\n\
-    Upgrade: websocket\r\n\
-    Connection: Upgrade\r\n\
-    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-    Sec-WebSocket-Version: 13\r\n\r\n";
-const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
 
 /// One attack at a time.
 fn serial() -> MutexGuard<'static, ()> {
@@ -158,138 +147,27 @@ impl Server {
 // ---------------------------------------------------------------------------------------------
 // A raw client.
 
-/// A masked client frame.
-fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    frame_with_len(opcode, fin, payload, payload.len() as u64)
+/// A hand-made WebSocket client: a raw TCP connection upgraded on `/echo`, read through a
+/// buffer (floods read many small frames).
+type Raw = BufReader<TcpStream>;
+
+/// Connects and completes the opening handshake on `/echo`.
+async fn open(addr: SocketAddr) -> Raw {
+    BufReader::new(raw_client(addr, "/echo").await)
 }
 
 /// A masked client frame whose header announces `len` bytes, whatever the payload.
-fn frame_with_len(opcode: u8, fin: bool, payload: &[u8], len: u64) -> Vec<u8> {
-    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
-    match len {
-        0..=125 => out.push(0x80 | len as u8),
-        126..=0xffff => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&KEY);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
-    out
-}
-
-/// A frame the server sent.
-#[derive(Debug)]
-struct Frame {
-    fin: bool,
-    opcode: u8,
-    payload: Vec<u8>,
-}
-
-/// A hand-made WebSocket client on a raw TCP connection (or on its read half).
-struct Raw<S = TcpStream> {
-    tcp: S,
-    buf: Vec<u8>,
-}
-
-impl<S: AsyncRead + Unpin> Raw<S> {
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 16 * 1024];
-        let n = self.tcp.read(&mut chunk).await.unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// The next frame from the server (which never masks).
-    async fn frame(&mut self) -> Frame {
-        loop {
-            if let Some(frame) = take_frame(&mut self.buf) {
-                return frame;
-            }
-            assert!(
-                self.fill().await > 0,
-                "connection closed before a whole frame"
-            );
-        }
-    }
-}
-
-impl Raw {
-    /// Connects and completes the opening handshake on `/echo`.
-    async fn open(addr: SocketAddr) -> Raw {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        tcp.set_nodelay(true).expect("nodelay");
-        tcp.write_all(REQUEST).await.expect("send the request");
-        let mut raw = Raw {
-            tcp,
-            buf: Vec::new(),
-        };
-        let head = loop {
-            if let Some(end) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8(raw.buf[..end].to_vec()).expect("ASCII head");
-                raw.buf.drain(..end + 4);
-                break head;
-            }
-            assert!(raw.fill().await > 0, "closed during the handshake");
-        };
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(head.contains(ACCEPT), "{head}");
-        raw
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.tcp.write_all(bytes).await.expect("send");
-    }
-
-    /// Asserts that the server fails the connection with `code`: a close frame carrying it,
-    /// with a UTF-8 reason, then the end of the TCP connection.
-    /// Pongs for pings sent before the violation may come first.
-    async fn expect_close(&mut self, what: &str, code: u16) {
-        let mut frame = self.frame().await;
-        while frame.opcode == PONG {
-            frame = self.frame().await;
-        }
-        assert_eq!(
-            frame.opcode, CLOSE,
-            "{what}: expected a close frame, got {frame:?}"
-        );
-        assert!(frame.fin);
-        assert!(
-            frame.payload.len() >= 2,
-            "{what}: a close frame without a code"
-        );
-        let got = u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
-        assert_eq!(got, code, "{what}: close code {got} instead of {code}");
-        std::str::from_utf8(&frame.payload[2..]).expect("the reason is UTF-8");
-        self.expect_eof(what).await;
-    }
-
-    /// Asserts that the server closes the TCP connection (within its close timeout) and sends
-    /// nothing more.
-    async fn expect_eof(&mut self, what: &str) {
-        let mut rest = Vec::new();
-        let read =
-            tokio::time::timeout(Duration::from_secs(6), self.tcp.read_to_end(&mut rest)).await;
-        assert!(read.is_ok(), "{what}: the server kept the connection open");
-        assert!(
-            rest.is_empty(),
-            "{what}: bytes after the close frame: {rest:?}"
-        );
-    }
+fn frame_with_len(opcode: u8, payload: &[u8], len: u64) -> Vec<u8> {
+    encode(FIN | opcode, len, payload, Some(MASK_KEY))
 }
 
 /// The abuses that fail a connection with a close code, each on a fresh connection, with a
 /// probe after each.
 async fn expect_failures(server: &Server, cases: &[(&str, Vec<u8>, u16)]) {
     for (what, bytes, code) in cases {
-        let mut raw = Raw::open(server.addr).await;
-        raw.send(bytes).await;
-        raw.expect_close(what, *code).await;
+        let mut raw = open(server.addr).await;
+        raw.write_all(bytes).await.expect("send");
+        expect_close(&mut raw, what, *code).await;
         server.probe(what).await;
     }
 }
@@ -366,7 +244,8 @@ fn slowloris_handshakes_are_cut_off_at_the_handshake_timeout() {
 
 /// Sends most of a request, then one more header byte every 500 ms, until the server closes.
 async fn trickle(mut wr: OwnedWriteHalf) -> std::io::Result<()> {
-    wr.write_all(&REQUEST[..60]).await?;
+    wr.write_all(&upgrade_request("/echo").as_bytes()[..60])
+        .await?;
     wr.write_all(b"X-Slow: ").await?;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -421,7 +300,7 @@ fn ten_thousand_idle_connections_stay_cheap() {
         let mut idle = Vec::with_capacity(n);
         let addr = server.addr;
         for i in 0..n {
-            opening.spawn(async move { Raw::open(addr).await });
+            opening.spawn(async move { open(addr).await });
             // At most 64 handshakes in flight.
             if i >= 64 {
                 idle.push(opening.join_next().await.unwrap().expect("open"));
@@ -439,8 +318,10 @@ fn ten_thousand_idle_connections_stay_cheap() {
         let during = server.probe("with all idle connections open").await;
         // The idle connections are all still served: a ping on every hundredth gets its pong.
         for raw in idle.iter_mut().step_by(100) {
-            raw.send(&frame(PING, true, b"still there?")).await;
-            let pong = raw.frame().await;
+            raw.write_all(&masked(FIN | PING, b"still there?"))
+                .await
+                .expect("send");
+            let pong = read_frame(raw).await;
             assert_eq!(
                 (pong.opcode, &pong.payload[..]),
                 (PONG, &b"still there?"[..])
@@ -471,14 +352,14 @@ fn a_reader_that_never_reads_is_held_back_not_buffered() {
         let server = Server::start(&[]);
         server.probe("before").await;
         let before = server.rss();
-        let mut raw = Raw::open(server.addr).await;
+        let mut raw = open(server.addr).await;
         // 64 KiB binary messages, up to 256 MiB, none of the echoes read: the server's
         // writes back stall, so it stops reading, so ours stall.
-        let message = frame(BINARY, true, &vec![0x5a; 64 * 1024]);
+        let message = masked(FIN | BINARY, &vec![0x5a; 64 * 1024]);
         let mut sent = 0usize;
         let mut peak = before;
         while sent < 256 << 20 {
-            match tokio::time::timeout(Duration::from_secs(2), raw.tcp.write_all(&message)).await {
+            match tokio::time::timeout(Duration::from_secs(2), raw.write_all(&message)).await {
                 Ok(Ok(())) => sent += message.len(),
                 Ok(Err(e)) => panic!("the server dropped the connection early: {e}"),
                 Err(_) => break,
@@ -508,7 +389,7 @@ fn a_reader_that_never_reads_is_held_back_not_buffered() {
         );
         // The connection is still open, held back by backpressure (write_timeout, 30 s by
         // default, drops it later); reading drains the echoes in order.
-        let first = raw.frame().await;
+        let first = read_frame(&mut raw).await;
         assert_eq!((first.opcode, first.payload.len()), (BINARY, 64 * 1024));
         drop(raw);
         server.probe("after").await;
@@ -519,11 +400,24 @@ fn a_reader_that_never_reads_is_held_back_not_buffered() {
 fn a_frame_header_claiming_2_pow_63_bytes_is_refused() {
     attack(Duration::from_secs(30), async {
         let server = Server::start(&[]);
-        let mut huge = frame_with_len(BINARY, true, &[], (1 << 63) - 1);
+        let mut huge = frame_with_len(BINARY, &[], (1 << 63) - 1);
         huge.extend_from_slice(b"only a few bytes follow");
-        let mut top_bit = frame_with_len(BINARY, true, &[], 0);
-        top_bit.truncate(1);
-        top_bit.extend_from_slice(&[0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]);
+        let top_bit = vec![
+            FIN | BINARY,
+            0x80 | 127,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            2,
+            3,
+            4,
+        ];
         expect_failures(
             &server,
             &[
@@ -531,7 +425,7 @@ fn a_frame_header_claiming_2_pow_63_bytes_is_refused() {
                 ("length 2^63-1", huge, 1009),
                 (
                     "length 16 MiB + 1",
-                    frame_with_len(BINARY, true, &[], (16 << 20) + 1),
+                    frame_with_len(BINARY, &[], (16 << 20) + 1),
                     1009,
                 ),
                 // The most significant bit must be 0 (RFC 6455 section 5.2).
@@ -549,15 +443,19 @@ fn oversized_and_fragmented_control_frames_are_1002() {
         expect_failures(
             &server,
             &[
-                ("ping of 126 bytes", frame(PING, true, &[b'p'; 126]), 1002),
+                ("ping of 126 bytes", masked(FIN | PING, &[b'p'; 126]), 1002),
                 (
                     "pong of 65535 bytes",
-                    frame_with_len(PONG, true, &[], 0xffff),
+                    frame_with_len(PONG, &[], 0xffff),
                     1002,
                 ),
-                ("close of 126 bytes", frame(CLOSE, true, &[0x03; 126]), 1002),
-                ("fragmented ping", frame(PING, false, b"p"), 1002),
-                ("fragmented close", frame(CLOSE, false, &[0x03, 0xe8]), 1002),
+                (
+                    "close of 126 bytes",
+                    masked(FIN | CLOSE, &[0x03; 126]),
+                    1002,
+                ),
+                ("fragmented ping", masked(PING, b"p"), 1002),
+                ("fragmented close", masked(CLOSE, &[0x03, 0xe8]), 1002),
             ],
         )
         .await;
@@ -568,11 +466,11 @@ fn oversized_and_fragmented_control_frames_are_1002() {
 fn fragment_sequence_violations_are_1002() {
     attack(Duration::from_secs(30), async {
         let server = Server::start(&[]);
-        let mut data_inside = frame(TEXT, false, b"first half");
-        data_inside.extend(frame(BINARY, true, b"a new message"));
-        let mut text_inside = frame(BINARY, false, b"first half");
-        text_inside.extend(frame(PING, true, b"allowed"));
-        text_inside.extend(frame(TEXT, true, b"not allowed"));
+        let mut data_inside = masked(TEXT, b"first half");
+        data_inside.extend(masked(FIN | BINARY, b"a new message"));
+        let mut text_inside = masked(BINARY, b"first half");
+        text_inside.extend(masked(FIN | PING, b"allowed"));
+        text_inside.extend(masked(FIN | TEXT, b"not allowed"));
         expect_failures(
             &server,
             &[
@@ -588,12 +486,12 @@ fn fragment_sequence_violations_are_1002() {
                 ),
                 (
                     "a continuation with nothing to continue",
-                    frame(CONTINUATION, true, b"x"),
+                    masked(FIN | CONTINUATION, b"x"),
                     1002,
                 ),
                 (
                     "a final continuation with nothing to continue",
-                    frame(CONTINUATION, false, b""),
+                    masked(CONTINUATION, b""),
                     1002,
                 ),
             ],
@@ -619,25 +517,25 @@ fn invalid_close_frames_are_1002_or_1007() {
             (5000, "close code 5000"),
         ];
         for (code, what) in codes {
-            cases.push((what, frame(CLOSE, true, &code.to_be_bytes()), 1002));
+            cases.push((what, masked(FIN | CLOSE, &code.to_be_bytes()), 1002));
         }
         cases.push((
             "a one-byte close payload",
-            frame(CLOSE, true, &[0x03]),
+            masked(FIN | CLOSE, &[0x03]),
             1002,
         ));
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.extend_from_slice(b"bye \xff\xfe");
         cases.push((
             "a reason that is not UTF-8",
-            frame(CLOSE, true, &bad_reason),
+            masked(FIN | CLOSE, &bad_reason),
             1007,
         ));
         let mut surrogate = 1000u16.to_be_bytes().to_vec();
         surrogate.extend_from_slice(b"\xed\xa0\x80");
         cases.push((
             "a reason with a UTF-16 surrogate",
-            frame(CLOSE, true, &surrogate),
+            masked(FIN | CLOSE, &surrogate),
             1007,
         ));
         expect_failures(&server, &cases).await;
@@ -645,11 +543,66 @@ fn invalid_close_frames_are_1002_or_1007() {
         // Valid closes are echoed with their code (3000-4999 included), then the TCP
         // connection ends.
         for code in [1000u16, 1001, 3000, 4999] {
-            let mut raw = Raw::open(server.addr).await;
-            raw.send(&frame(CLOSE, true, &code.to_be_bytes())).await;
-            raw.expect_close("a valid close", code).await;
+            let mut raw = open(server.addr).await;
+            raw.write_all(&masked(FIN | CLOSE, &code.to_be_bytes()))
+                .await
+                .expect("send");
+            expect_close(&mut raw, "a valid close", code).await;
         }
     });
+}
+
+/// Floods `/echo` with `n` frames, frame `i` made by `frame(i)` (written while the answers
+/// are read, so neither side waits on the other), and checks that answer `i` is `answer(i)`
+/// (opcode, payload), with a probe every 50 ms meanwhile. Returns the connection, the probes'
+/// times and how long the flood took.
+async fn flood(
+    server: &Server,
+    what: &str,
+    n: usize,
+    frame: fn(usize) -> Vec<u8>,
+    answer: fn(usize) -> (u8, Vec<u8>),
+) -> (Raw, Vec<Duration>, Duration) {
+    let (rd, mut wr) = raw_client(server.addr, "/echo").await.into_split();
+    let writer = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        for i in 0..n {
+            bytes.extend(frame(i));
+            if bytes.len() > 64 * 1024 || i == n - 1 {
+                wr.write_all(&bytes).await.expect("send the flood");
+                bytes.clear();
+            }
+        }
+        wr
+    });
+    let started = Instant::now();
+    let answers = async move {
+        let mut reader = BufReader::new(rd);
+        for i in 0..n {
+            if i % 100 == 0 {
+                // Buffered answers never make this wait: let the probes (same task) run.
+                tokio::task::yield_now().await;
+            }
+            let got = read_frame(&mut reader).await;
+            assert_eq!((got.opcode, got.payload), answer(i), "answer {i}");
+        }
+        reader
+    };
+    let (reader, probes) = server
+        .probe_while(what, Duration::from_millis(50), answers)
+        .await;
+    let took = started.elapsed();
+    // A flood over before a probe could finish starved nobody for long either.
+    assert!(
+        !probes.is_empty() || took < PROMPT,
+        "no probe finished {what}"
+    );
+    assert!(reader.buffer().is_empty(), "bytes after the last answer");
+    let tcp = reader
+        .into_inner()
+        .reunite(writer.await.expect("flood"))
+        .expect("reunite");
+    (BufReader::new(tcp), probes, took)
 }
 
 #[test]
@@ -658,57 +611,23 @@ fn a_ping_flood_gets_every_pong_in_order() {
     const PINGS: usize = 50_000;
     attack(Duration::from_secs(60), async {
         let server = Server::start(&[]);
-        let Raw { tcp, buf } = Raw::open(server.addr).await;
-        let (rd, mut wr) = tcp.into_split();
-        // Written while the pongs are read, so neither side waits on the other.
-        let flood = tokio::spawn(async move {
-            let mut bytes = Vec::new();
-            for i in 0..PINGS {
-                bytes.extend(frame(PING, true, format!("ping {i}").as_bytes()));
-                if bytes.len() > 64 * 1024 || i == PINGS - 1 {
-                    wr.write_all(&bytes).await.expect("send pings");
-                    bytes.clear();
-                }
-            }
-            wr
-        });
-        let started = Instant::now();
-        let pongs = async move {
-            let mut reader = Raw { tcp: rd, buf };
-            for i in 0..PINGS {
-                if i % 100 == 0 {
-                    // Buffered pongs never make this wait: let the probes (same task) run.
-                    tokio::task::yield_now().await;
-                }
-                let pong = reader.frame().await;
-                assert_eq!(pong.opcode, PONG, "frame {i}");
-                assert_eq!(pong.payload, format!("ping {i}").as_bytes(), "pong {i}");
-            }
-            reader
-        };
-        let (reader, probes) = server
-            .probe_while("during a ping flood", Duration::from_millis(50), pongs)
-            .await;
-        // A flood over before a probe could finish starved nobody for long either.
-        assert!(
-            !probes.is_empty() || started.elapsed() < PROMPT,
-            "no probe finished during the flood"
-        );
+        let (mut raw, probes, took) = flood(
+            &server,
+            "during a ping flood",
+            PINGS,
+            |i| masked(FIN | PING, format!("ping {i}").as_bytes()),
+            |i| (PONG, format!("ping {i}").into_bytes()),
+        )
+        .await;
         eprintln!(
-            "ping flood: {PINGS} pongs in order in {:?}; {} probes",
-            started.elapsed(),
+            "ping flood: {PINGS} pongs in order in {took:?}; {} probes",
             probes.len()
         );
-        let mut raw = Raw {
-            tcp: reader
-                .tcp
-                .reunite(flood.await.expect("flood"))
-                .expect("reunite"),
-            buf: reader.buf,
-        };
         // The connection is still fine: a message is echoed.
-        raw.send(&frame(TEXT, true, b"after the flood")).await;
-        let echo = raw.frame().await;
+        raw.write_all(&masked(FIN | TEXT, b"after the flood"))
+            .await
+            .expect("send");
+        let echo = read_frame(&mut raw).await;
         assert_eq!(
             (echo.opcode, &echo.payload[..]),
             (TEXT, &b"after the flood"[..])
@@ -724,89 +643,23 @@ fn a_flood_of_small_messages_is_echoed_in_order() {
     const MESSAGES: usize = 100_000;
     attack(Duration::from_secs(60), async {
         let server = Server::start(&[]);
-        let Raw { tcp, buf } = Raw::open(server.addr).await;
-        let (rd, mut wr) = tcp.into_split();
-        // Written while the echoes are read, so neither side waits on the other.
-        let flood = tokio::spawn(async move {
-            let mut bytes = Vec::new();
-            for i in 0..MESSAGES {
-                bytes.extend(frame(TEXT, true, format!("m{i}").as_bytes()));
-                if bytes.len() > 64 * 1024 || i == MESSAGES - 1 {
-                    wr.write_all(&bytes).await.expect("send messages");
-                    bytes.clear();
-                }
-            }
-            wr
-        });
-        let started = Instant::now();
-        let echoes = async move {
-            let mut reader = Raw { tcp: rd, buf };
-            for i in 0..MESSAGES {
-                if i % 100 == 0 {
-                    // Buffered echoes never make this wait: let the probes (same task) run.
-                    tokio::task::yield_now().await;
-                }
-                let echo = reader.frame().await;
-                assert_eq!(echo.opcode, TEXT);
-                assert_eq!(
-                    echo.payload,
-                    format!("m{i}").as_bytes(),
-                    "echo {i} out of order"
-                );
-            }
-            reader
-        };
-        let (reader, probes) = server
-            .probe_while("during a message flood", Duration::from_millis(50), echoes)
-            .await;
-        // A flood over before a probe could finish starved nobody for long either.
-        assert!(
-            !probes.is_empty() || started.elapsed() < PROMPT,
-            "no probe finished during the flood"
-        );
+        let (mut raw, probes, took) = flood(
+            &server,
+            "during a message flood",
+            MESSAGES,
+            |i| masked(FIN | TEXT, format!("m{i}").as_bytes()),
+            |i| (TEXT, format!("m{i}").into_bytes()),
+        )
+        .await;
         eprintln!(
-            "message flood: {MESSAGES} echoes in order in {:?}; {} probes, slowest {:?}",
-            started.elapsed(),
+            "message flood: {MESSAGES} echoes in order in {took:?}; {} probes, slowest {:?}",
             probes.len(),
             probes.iter().max()
         );
-        let mut raw = Raw {
-            tcp: reader
-                .tcp
-                .reunite(flood.await.expect("flood"))
-                .expect("reunite"),
-            buf: reader.buf,
-        };
-        raw.send(&frame(CLOSE, true, &1000u16.to_be_bytes())).await;
-        raw.expect_close("closing after the flood", 1000).await;
+        raw.write_all(&masked(FIN | CLOSE, &close_payload(1000, "")))
+            .await
+            .expect("send");
+        expect_close(&mut raw, "closing after the flood", 1000).await;
         server.probe("after").await;
     });
-}
-
-/// Takes one whole server frame from the front of `buf`, if there is one.
-fn take_frame(buf: &mut Vec<u8>) -> Option<Frame> {
-    if buf.len() < 2 {
-        return None;
-    }
-    assert_eq!(buf[1] & 0x80, 0, "a server frame is never masked");
-    let (len, at) = match buf[1] & 0x7f {
-        126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
-        127 if buf.len() >= 10 => {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&buf[2..10]);
-            (usize::try_from(u64::from_be_bytes(b)).expect("length"), 10)
-        }
-        126 | 127 => return None,
-        n => (usize::from(n), 2),
-    };
-    if buf.len() - at < len {
-        return None;
-    }
-    let frame = Frame {
-        fin: buf[0] & 0x80 != 0,
-        opcode: buf[0] & 0x0f,
-        payload: buf[at..at + len].to_vec(),
-    };
-    buf.drain(..at + len);
-    Some(frame)
 }

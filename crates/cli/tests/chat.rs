@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -174,13 +173,7 @@ fn reconnect_resumes_from_the_last_sequence_number() {
             }
         }
     });
-    let mut child = Command::new(support::BIN)
-        .args(["chat", "--name", "alice", "--reconnect", &server.url])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = support::spawn(&["chat", "--name", "alice", "--reconnect", &server.url]);
     // stdin stays open until "after" arrived: a client whose input ended does not reconnect.
     let stdin = child.stdin.take().expect("stdin");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use duplex::{CloseCode, CloseFrame};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use duplex_testkit::pki::TestPki;
 use support::{closed_port, run, Outcome, Serve, TestServer};
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -73,62 +73,23 @@ fn unknown_path_is_exit_4_with_404() {
     assert!(one_line(&out).contains("404"), "{}", out.stderr);
 }
 
-/// A private CA and a certificate for 127.0.0.1 signed by it, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("dir");
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "duplex cli test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().expect("key");
-        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .expect("params")
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf");
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write");
-        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).expect("write");
-        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write");
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> String {
-        let p: PathBuf = self.dir.path().join(name);
-        p.to_str().expect("utf-8").to_owned()
-    }
+/// A path as a command-line argument.
+fn arg(path: PathBuf) -> String {
+    path.to_str().expect("utf-8").to_owned()
 }
 
 #[test]
 fn untrusted_certificate_is_exit_5_and_ca_or_insecure_fix_it() {
-    let pki = Pki::new();
-    let serve = Serve::start(&[
-        "--tls-cert",
-        &pki.path("cert.pem"),
-        "--tls-key",
-        &pki.path("key.pem"),
-    ]);
+    // A private CA and a certificate for 127.0.0.1 signed by it.
+    let pki = TestPki::new(&["127.0.0.1"]);
+    let serve = Serve::start(&["--tls-cert", &arg(pki.cert()), "--tls-key", &arg(pki.key())]);
     assert!(serve.echo.starts_with("wss://"), "{}", serve.echo);
     let out = run(&["connect", "-x", "hi", &serve.echo], b"", LIMIT);
     assert_eq!(out.code, Some(5), "{}", out.stderr);
     assert!(one_line(&out).contains("is not trusted"), "{}", out.stderr);
 
     let out = run(
-        &[
-            "connect",
-            "--ca",
-            &pki.path("ca.pem"),
-            "-x",
-            "hi",
-            &serve.echo,
-        ],
+        &["connect", "--ca", &arg(pki.ca()), "-x", "hi", &serve.echo],
         b"",
         LIMIT,
     );
@@ -176,15 +137,8 @@ fn server_closing_with_an_error_code_is_exit_6_with_code_and_reason() {
             let _ = ws.close(Some(bye)).await;
         }
     });
-    let child = std::process::Command::new(support::BIN)
-        .args(["connect", &server.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = support::spawn(&["connect", &server.url]);
     // stdin stays open (sending "spam"): the close is the server's doing, not the end of input.
-    let mut child = child;
     let mut stdin = child.stdin.take().expect("stdin");
     std::io::Write::write_all(&mut stdin, b"spam\n").expect("write");
     let out = support::finish_keeping(child, stdin, LIMIT);
@@ -205,14 +159,7 @@ fn server_vanishing_without_a_close_frame_is_exit_6() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(ws); // no close frame
     });
-    let child = std::process::Command::new(support::BIN)
-        .args(["connect", &server.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
-    let mut child = child;
+    let mut child = support::spawn(&["connect", &server.url]);
     let stdin = child.stdin.take().expect("stdin");
     let out = support::finish_keeping(child, stdin, LIMIT);
     assert_eq!(out.code, Some(6), "{}", out.stderr);

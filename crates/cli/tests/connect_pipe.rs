@@ -305,16 +305,9 @@ fn reconnect_comes_back_after_the_server_drops_the_connection() {
     // -x and --reconnect do not go together.
     assert_eq!(out.code, Some(1), "{}", out.stderr);
 
-    let child = std::process::Command::new(support::BIN)
-        .args(["connect", "--reconnect", &server.url])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = support::spawn(&["connect", "--reconnect", &server.url]);
     // stdin stays open until the second connection has spoken: a client whose input ended
     // does not reconnect (it has nothing left to send).
-    let mut child = child;
     let stdin = child.stdin.take();
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();

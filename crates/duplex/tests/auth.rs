@@ -8,9 +8,11 @@
 
 mod common;
 
-use common::{bounded, raw_exchange, KEY};
+use common::bounded;
 use duplex::auth::{self, ConnectionLimit, OriginPolicy};
 use duplex::{Config, Error};
+use duplex_testkit::net::raw_exchange;
+use duplex_testkit::KEY;
 use tokio::net::TcpListener;
 
 /// A server whose callback admits connections as a chat server would: known origin, valid

@@ -8,8 +8,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
-use common::{bounded, masked_frame};
+use common::bounded;
 use duplex::{Config, Role, WebSocket};
+use duplex_testkit::frame::{masked, FIN, TEXT};
 use tokio::io::AsyncWriteExt;
 
 const MESSAGES: usize = 50_000;
@@ -20,7 +21,7 @@ async fn a_flood_of_small_messages_yields_to_other_tasks() {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         let mut flood = Vec::new();
         for i in 0..MESSAGES {
-            flood.extend(masked_frame(0x1, true, format!("{i}").as_bytes()));
+            flood.extend(masked(FIN | TEXT, format!("{i}").as_bytes()));
         }
         // Written up front: every read of the server finds thousands of frames.
         client.write_all(&flood).await.unwrap();

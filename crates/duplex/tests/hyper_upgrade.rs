@@ -6,8 +6,9 @@ mod common;
 
 use std::convert::Infallible;
 
-use common::{bounded, raw_exchange};
+use common::bounded;
 use duplex::{ClientBuilder, Config, Message};
+use duplex_testkit::net::raw_exchange;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -145,7 +146,7 @@ async fn a_request_hyper_cannot_upgrade_is_refused_not_left_hanging() {
         .header("host", "x")
         .header("upgrade", "websocket")
         .header("connection", "upgrade")
-        .header("sec-websocket-key", common::KEY)
+        .header("sec-websocket-key", duplex_testkit::KEY)
         .header("sec-websocket-version", "13")
         .body(())
         .unwrap();

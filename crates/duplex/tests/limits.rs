@@ -6,18 +6,15 @@
 
 mod common;
 
-use common::{bounded, listen, raw_client};
+use common::{bounded, serve_one};
 use duplex::{Config, Error, Message, PreparedMessage};
+use duplex_testkit::net::raw_client;
 
 #[tokio::test]
 async fn queueing_past_max_write_buffer_size_drops_the_connection() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
         let config = Config::default().max_write_buffer_size(1024 * 1024);
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+        let (addr, server) = serve_one(config, |mut ws| async move {
             let msg = PreparedMessage::binary(vec![0u8; 64 * 1024]);
             let mut queued = 0;
             let err = loop {
@@ -34,7 +31,7 @@ async fn queueing_past_max_write_buffer_size_drops_the_connection() {
             )
         });
         // A client that connects and never reads.
-        let _client = raw_client(addr).await;
+        let _client = raw_client(addr, "/").await;
         let (queued, err, buffered, after) = server.await.unwrap();
         // 16 frames of 64 KiB and a 4-byte header take the queue just past 1 MiB; the next
         // one is refused.
@@ -50,12 +47,8 @@ async fn queueing_past_max_write_buffer_size_drops_the_connection() {
 #[tokio::test]
 async fn split_writer_has_the_same_limit() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
         let config = Config::default().max_write_buffer_size(256 * 1024);
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+        let (addr, server) = serve_one(config, |ws| async move {
             let (_reader, mut writer) = ws.split();
             // `start_send` without waiting in `poll_ready`, as code ignoring the Sink
             // contract would: the queue grows until the limit stops it.
@@ -70,7 +63,7 @@ async fn split_writer_has_the_same_limit() {
             }
             result
         });
-        let _client = raw_client(addr).await;
+        let _client = raw_client(addr, "/").await;
         let result = server.await.unwrap();
         assert!(matches!(result, Err(Error::WriteBufferFull)), "{result:?}");
     })

@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bounded, pair};
+use common::{accept_one, bounded, pair};
 use duplex::{CloseCode, CloseFrame, Error, Message, OpCode};
 
 #[tokio::test]
@@ -64,9 +64,7 @@ async fn binary_including_empty_and_one_mebibyte() {
 #[tokio::test]
 async fn server_initiated_messages() {
     bounded(async {
-        let (listener, url) = common::listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let mut ws = duplex::accept(tcp).await.unwrap();
             // Speak first, right after the 101: these frames may arrive in the same read as
             // the response head and must not be lost by the client's handshake.
@@ -76,7 +74,7 @@ async fn server_initiated_messages() {
             // Then wait for the client's acknowledgement.
             assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("ack"));
         });
-        let (mut client, _) = duplex::connect(&format!("{url}/feed")).await.unwrap();
+        let (mut client, _) = duplex::connect(&format!("ws://{addr}/feed")).await.unwrap();
         for i in 0..10 {
             assert_eq!(
                 client.recv().await.unwrap().unwrap(),

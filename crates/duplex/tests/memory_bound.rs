@@ -1,8 +1,8 @@
 //! A client that sends 100 MiB without reading what the server sends back cannot make the
 //! server's memory grow, and another client is served promptly meanwhile.
 //!
-//! Memory is measured exactly, with a counting global allocator in this test binary: the peak
-//! of live heap bytes above what was live before the flood starts. The flooding client is
+//! Memory is measured exactly, with the testkit's counting global allocator in this test
+//! binary: the peak of live heap bytes above what was live before the flood starts. The flooding client is
 //! written by hand and reuses one pre-encoded frame, so what grows is the server's.
 //!
 //! Two floods of 100 MiB each, in 64 KiB binary messages:
@@ -14,49 +14,14 @@
 //!   the client), and after `write_timeout` without a byte written the server drops the
 //!   connection.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use duplex::{Config, Error, Message};
+use duplex_testkit::alloc::{peak_bytes, reset_peak, Counting};
+use duplex_testkit::frame::{encode, BINARY, FIN};
+use duplex_testkit::http::upgrade_request;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to the system allocator unchanged; the counters only observe.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(live, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout);
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = System.realloc(ptr, layout, new_size);
-        if !p.is_null() {
-            if new_size > layout.size() {
-                let grow = new_size - layout.size();
-                let live = LIVE.fetch_add(grow, Ordering::Relaxed) + grow;
-                PEAK.fetch_max(live, Ordering::Relaxed);
-            } else {
-                LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-            }
-        }
-        p
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -72,20 +37,16 @@ const BOUND: usize = 4 * MIB;
 /// One masked 64 KiB binary frame, as a client sends it (mask key 0: the payload is
 /// unchanged, which is valid; what matters is the mask bit).
 fn frame() -> Vec<u8> {
-    let mut f = vec![0x82, 0x80 | 127];
-    f.extend_from_slice(&(MESSAGE as u64).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 0]);
-    f.resize(f.len() + MESSAGE, b'x');
-    f
+    encode(FIN | BINARY, MESSAGE as u64, &[b'x'; MESSAGE], Some([0; 4]))
 }
 
 /// Connects, upgrades by hand, then writes `OFFERED` bytes of frames without ever reading.
 /// Returns how many bytes went out and how it ended.
 async fn flood(addr: std::net::SocketAddr, frame: &[u8]) -> (usize, std::io::Result<()>) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let request = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(upgrade_request("/").as_bytes())
+        .await
+        .unwrap();
     let mut sent = 0;
     while sent < OFFERED {
         if let Err(e) = tcp.write_all(frame).await {
@@ -168,10 +129,40 @@ fn echo(msg: Message) -> Message {
     msg
 }
 
-fn reset_peak() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    live
+/// What one flood came to.
+struct Flooded {
+    /// Bytes the flooding client wrote, and how its writing ended.
+    sent: usize,
+    result: std::io::Result<()>,
+    /// The server's heap peak above the baseline taken before the flood.
+    growth: usize,
+    /// The slowest probe round trip meanwhile.
+    slowest: Duration,
+    took: Duration,
+    /// How each of the server's connections ended.
+    ended: tokio::sync::mpsc::UnboundedReceiver<Option<Error>>,
+}
+
+/// Floods a fresh server that answers with `answer`, probing it meanwhile, and measures.
+async fn measure(config: Config, answer: fn(Message) -> Message, frame: &[u8]) -> Flooded {
+    let (addr, ended) = server(config, answer).await;
+    let baseline = reset_peak();
+    let started = Instant::now();
+    let flooding = flood(addr, frame);
+    let mut done = None;
+    let slowest = probe(addr, async {
+        done = Some(flooding.await);
+    })
+    .await;
+    let (sent, result) = done.unwrap();
+    Flooded {
+        sent,
+        result,
+        growth: peak_bytes() - baseline,
+        slowest,
+        took: started.elapsed(),
+        ended,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,60 +172,52 @@ async fn hundred_mib_from_a_client_that_never_reads_stays_bounded() {
         let config = Config::default().write_timeout(Some(Duration::from_secs(1)));
 
         // 1. Small answers, never read: everything goes through.
-        let (addr, mut ended) = server(config, ack).await;
-        let baseline = reset_peak();
-        let started = Instant::now();
-        let flooding = flood(addr, &frame);
-        let mut done = None;
-        let slowest = probe(addr, async {
-            done = Some(flooding.await);
-        })
-        .await;
-        let (sent, result) = done.unwrap();
-        let growth = PEAK.load(Ordering::Relaxed) - baseline;
+        let mut acked = measure(config, ack, &frame).await;
         eprintln!(
             "acknowledged flood: {} MiB sent in {:?}, server heap peak +{} KiB, slowest probe {:?}",
-            sent / MIB,
-            started.elapsed(),
-            growth / 1024,
-            slowest
+            acked.sent / MIB,
+            acked.took,
+            acked.growth / 1024,
+            acked.slowest
         );
-        result.unwrap();
-        assert!(sent >= OFFERED);
-        assert!(growth < BOUND, "heap grew by {growth} bytes");
-        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+        acked.result.unwrap();
+        assert!(acked.sent >= OFFERED);
+        assert!(acked.growth < BOUND, "heap grew by {} bytes", acked.growth);
+        assert!(
+            acked.slowest < Duration::from_millis(500),
+            "{:?}",
+            acked.slowest
+        );
         // Both connections (flood and probe) end before the next measurement, so that memory
         // they free does not hide memory the next flood takes.
         for _ in 0..2 {
-            ended.recv().await.unwrap();
+            acked.ended.recv().await.unwrap();
         }
 
         // 2. Echoes, never read: back-pressure, then the connection is dropped.
-        let (addr, mut ended) = server(config, echo).await;
-        let baseline = reset_peak();
-        let started = Instant::now();
-        let flooding = flood(addr, &frame);
-        let mut done = None;
-        let slowest = probe(addr, async {
-            done = Some(flooding.await);
-        })
-        .await;
-        let (sent, result) = done.unwrap();
-        let growth = PEAK.load(Ordering::Relaxed) - baseline;
+        let mut echoed = measure(config, echo, &frame).await;
         eprintln!(
             "echoed flood: {} MiB accepted before the server dropped the connection after {:?}, \
              server heap peak +{} KiB, slowest probe {:?}",
-            sent / MIB,
-            started.elapsed(),
-            growth / 1024,
-            slowest
+            echoed.sent / MIB,
+            echoed.took,
+            echoed.growth / 1024,
+            echoed.slowest
         );
         // The kernel's socket buffers take some MiB; the server takes no more than its limits.
-        assert!(result.is_err(), "the flood was never stopped");
-        assert!(sent < OFFERED / 2, "{sent} bytes went in");
-        assert!(growth < BOUND, "heap grew by {growth} bytes");
-        assert!(slowest < Duration::from_millis(500), "{slowest:?}");
-        let first = ended.recv().await.unwrap();
+        assert!(echoed.result.is_err(), "the flood was never stopped");
+        assert!(echoed.sent < OFFERED / 2, "{} bytes went in", echoed.sent);
+        assert!(
+            echoed.growth < BOUND,
+            "heap grew by {} bytes",
+            echoed.growth
+        );
+        assert!(
+            echoed.slowest < Duration::from_millis(500),
+            "{:?}",
+            echoed.slowest
+        );
+        let first = echoed.ended.recv().await.unwrap();
         assert!(
             matches!(first, Some(Error::Timeout("write"))),
             "the flooding connection ended with {first:?}"

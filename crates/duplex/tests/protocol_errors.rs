@@ -8,25 +8,19 @@
 
 mod common;
 
-use common::{bounded, listen, masked_frame, raw_client, read_frame};
-use duplex::proto::handshake::accept_key;
+use common::{accept_one, bounded, serve_one};
 use duplex::{CloseCode, Config, Error};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
-const CONTINUATION: u8 = 0x0;
-const CLOSE: u8 = 0x8;
-const PING: u8 = 0x9;
+use duplex_testkit::frame::{
+    masked, unmasked, BINARY, CLOSE, CONTINUATION, FIN, PING, RSV1, RSV2, RSV3, TEXT,
+};
+use duplex_testkit::net::{expect_close, raw_accept, raw_client, read_client_frame};
+use tokio::io::AsyncWriteExt;
 
 /// Sends `bytes` after a hand-made handshake to a duplex server using `config`, and checks
-/// that the server fails the connection with `code`, on the wire and in `recv()`.
+/// that the server fails the connection with `code`, on the wire (a close frame with that code
+/// and a UTF-8 reason, then the end of the connection) and in `recv()`.
 async fn server_fails_with(what: &str, config: Config, bytes: Vec<u8>, code: u16) -> Error {
-    let (listener, _) = listen().await;
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+    let (addr, server) = serve_one(config, |mut ws| async move {
         let err = match ws.recv().await {
             Some(Err(e)) => e,
             other => panic!("expected a protocol error, got {other:?}"),
@@ -35,37 +29,9 @@ async fn server_fails_with(what: &str, config: Config, bytes: Vec<u8>, code: u16
         assert!(ws.recv().await.is_none());
         err
     });
-
-    let mut tcp = raw_client(addr).await;
+    let mut tcp = raw_client(addr, "/").await;
     tcp.write_all(&bytes).await.unwrap();
-
-    // The server's close frame, with exactly this code in its first two payload bytes.
-    let frame = read_frame(&mut tcp).await;
-    assert!(frame.fin);
-    assert_eq!(
-        frame.opcode, CLOSE,
-        "{what}: expected a close frame, got {frame:?}"
-    );
-    assert!(
-        frame.payload.len() >= 2,
-        "{what}: close frame without a code"
-    );
-    assert_eq!(
-        frame.payload[..2],
-        code.to_be_bytes(),
-        "{what}: close code {} instead of {code}",
-        u16::from_be_bytes([frame.payload[0], frame.payload[1]])
-    );
-    assert!(frame.payload.len() <= 125);
-    std::str::from_utf8(&frame.payload[2..]).expect("the reason is UTF-8");
-
-    // Then the server ends the connection: nothing more but EOF.
-    let mut rest = Vec::new();
-    tcp.read_to_end(&mut rest).await.unwrap();
-    assert!(
-        rest.is_empty(),
-        "{what}: bytes after the close frame: {rest:?}"
-    );
+    expect_close(&mut tcp, what, code).await;
 
     let err = server.await.unwrap();
     assert!(matches!(err, Error::Protocol(_)), "{what}: {err:?}");
@@ -76,7 +42,7 @@ async fn server_fails_with(what: &str, config: Config, bytes: Vec<u8>, code: u16
 #[tokio::test]
 async fn unmasked_frame_is_1002() {
     bounded(async {
-        let unmasked = common::frame(TEXT, true, b"hello", None);
+        let unmasked = unmasked(FIN | TEXT, b"hello");
         let err = server_fails_with("unmasked frame", Config::default(), unmasked, 1002).await;
         assert!(matches!(
             err,
@@ -89,7 +55,7 @@ async fn unmasked_frame_is_1002() {
 #[tokio::test]
 async fn invalid_utf8_text_is_1007() {
     bounded(async {
-        let bad = masked_frame(TEXT, true, b"ok \xff\xfe");
+        let bad = masked(FIN | TEXT, b"ok \xff\xfe");
         let err = server_fails_with("invalid UTF-8", Config::default(), bad, 1007).await;
         assert!(matches!(
             err,
@@ -103,8 +69,8 @@ async fn invalid_utf8_text_is_1007() {
 async fn invalid_utf8_across_fragments_is_1007() {
     bounded(async {
         // "\xc3" starts a two-byte sequence; the next fragment does not continue it.
-        let mut bytes = masked_frame(TEXT, false, b"h\xc3");
-        bytes.extend(masked_frame(CONTINUATION, true, b"(llo"));
+        let mut bytes = masked(TEXT, b"h\xc3");
+        bytes.extend(masked(FIN | CONTINUATION, b"(llo"));
         server_fails_with(
             "invalid UTF-8 across fragments",
             Config::default(),
@@ -119,7 +85,7 @@ async fn invalid_utf8_across_fragments_is_1007() {
 #[tokio::test]
 async fn text_ending_inside_a_character_is_1007() {
     bounded(async {
-        let bad = masked_frame(TEXT, true, b"caf\xc3");
+        let bad = masked(FIN | TEXT, b"caf\xc3");
         server_fails_with("truncated UTF-8", Config::default(), bad, 1007).await;
     })
     .await
@@ -129,7 +95,7 @@ async fn text_ending_inside_a_character_is_1007() {
 async fn message_over_max_message_size_is_1009() {
     bounded(async {
         let config = Config::default().max_message_size(1000);
-        let big = masked_frame(BINARY, true, &[7; 2000]);
+        let big = masked(FIN | BINARY, &[7; 2000]);
         let err = server_fails_with("message too large", config, big, 1009).await;
         assert!(matches!(
             err,
@@ -144,34 +110,13 @@ async fn fragmented_message_over_max_message_size_is_1009() {
     bounded(async {
         // Each fragment is within the limit; together they are not.
         let config = Config::default().max_message_size(1000);
-        let mut bytes = masked_frame(TEXT, false, &[b'a'; 600]);
-        bytes.extend(masked_frame(CONTINUATION, true, &[b'b'; 600]));
+        let mut bytes = masked(TEXT, &[b'a'; 600]);
+        bytes.extend(masked(FIN | CONTINUATION, &[b'b'; 600]));
         let err = server_fails_with("fragmented message too large", config, bytes, 1009).await;
         assert!(matches!(
             err,
             Error::Protocol(duplex::proto::Error::MessageTooLarge { .. })
         ));
-    })
-    .await
-}
-
-#[tokio::test]
-async fn message_at_max_message_size_is_accepted() {
-    bounded(async {
-        let (listener, _) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let config = Config::default().max_message_size(1000);
-            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
-            ws.recv().await.unwrap().unwrap()
-        });
-        let mut tcp = raw_client(addr).await;
-        let mut bytes = masked_frame(BINARY, false, &[1; 400]);
-        bytes.extend(masked_frame(CONTINUATION, true, &[2; 600]));
-        tcp.write_all(&bytes).await.unwrap();
-        let msg = server.await.unwrap();
-        assert_eq!(msg.len(), 1000);
     })
     .await
 }
@@ -182,12 +127,34 @@ async fn message_at_max_message_size_is_accepted() {
 #[tokio::test]
 async fn ten_thousand_empty_continuation_frames_are_1009() {
     bounded(async {
-        let mut bytes = masked_frame(TEXT, false, b"");
+        let mut bytes = masked(TEXT, b"");
         for _ in 0..10_000 {
-            bytes.extend(masked_frame(CONTINUATION, false, b""));
+            bytes.extend(masked(CONTINUATION, b""));
         }
         let err = server_fails_with("empty fragments", Config::default(), bytes, 1009).await;
-        assert_eq!(err.close_code(), Some(CloseCode::TOO_BIG));
+        assert!(matches!(
+            err,
+            Error::Protocol(duplex::proto::Error::TooManyFragments { max: 1024 })
+        ));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn message_at_max_message_size_is_accepted() {
+    bounded(async {
+        let config = Config::default().max_message_size(1000);
+        let (addr, server) =
+            serve_one(
+                config,
+                |mut ws| async move { ws.recv().await.unwrap().unwrap() },
+            );
+        let mut tcp = raw_client(addr, "/").await;
+        let mut bytes = masked(BINARY, &[1; 400]);
+        bytes.extend(masked(FIN | CONTINUATION, &[2; 600]));
+        tcp.write_all(&bytes).await.unwrap();
+        let msg = server.await.unwrap();
+        assert_eq!(msg.len(), 1000);
     })
     .await
 }
@@ -196,7 +163,7 @@ async fn ten_thousand_empty_continuation_frames_are_1009() {
 async fn frame_over_max_frame_size_is_1009() {
     bounded(async {
         let config = Config::default().max_frame_size(100);
-        let big = masked_frame(BINARY, true, &[0; 200]);
+        let big = masked(FIN | BINARY, &[0; 200]);
         server_fails_with("frame too large", config, big, 1009).await;
     })
     .await
@@ -206,39 +173,27 @@ async fn frame_over_max_frame_size_is_1009() {
 async fn other_protocol_violations_are_1002() {
     bounded(async {
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("reserved opcode", masked_frame(0x3, true, b"x")),
-            ("ping over 125 bytes", masked_frame(PING, true, &[0; 126])),
-            ("fragmented ping", masked_frame(PING, false, b"x")),
+            ("reserved opcode", masked(FIN | 0x3, b"x")),
+            ("ping over 125 bytes", masked(FIN | PING, &[0; 126])),
+            ("fragmented ping", masked(PING, b"x")),
             (
                 "continuation without a start",
-                masked_frame(CONTINUATION, true, b"x"),
+                masked(FIN | CONTINUATION, b"x"),
             ),
             ("new message inside a fragmented one", {
-                let mut b = masked_frame(TEXT, false, b"a");
-                b.extend(masked_frame(TEXT, true, b"b"));
+                let mut b = masked(TEXT, b"a");
+                b.extend(masked(FIN | TEXT, b"b"));
                 b
             }),
-            ("RSV1 without an extension", {
-                let mut b = masked_frame(TEXT, true, b"x");
-                b[0] |= 0x40;
-                b
-            }),
-            ("RSV2", {
-                let mut b = masked_frame(TEXT, true, b"x");
-                b[0] |= 0x20;
-                b
-            }),
-            ("RSV3 on a control frame", {
-                let mut b = masked_frame(PING, true, b"x");
-                b[0] |= 0x10;
-                b
-            }),
-            ("reserved control opcode", masked_frame(0xB, true, b"x")),
+            ("RSV1 without an extension", masked(FIN | RSV1 | TEXT, b"x")),
+            ("RSV2", masked(FIN | RSV2 | TEXT, b"x")),
+            ("RSV3 on a control frame", masked(FIN | RSV3 | PING, b"x")),
+            ("reserved control opcode", masked(FIN | 0xB, b"x")),
             (
                 "close code 1005 on the wire",
-                masked_frame(CLOSE, true, &1005u16.to_be_bytes()),
+                masked(FIN | CLOSE, &1005u16.to_be_bytes()),
             ),
-            ("one-byte close payload", masked_frame(CLOSE, true, &[3])),
+            ("one-byte close payload", masked(FIN | CLOSE, &[3])),
         ];
         for (what, bytes) in cases {
             server_fails_with(what, Config::default(), bytes, 1002).await;
@@ -250,45 +205,16 @@ async fn other_protocol_violations_are_1002() {
 #[tokio::test]
 async fn masked_frame_from_a_server_is_1002_at_the_client() {
     bounded(async {
-        let (listener, url) = listen().await;
-        let server = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            // The handshake by hand.
-            let head = common::read_head(&mut tcp).await;
-            let key = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("sec-websocket-key")
-                        .then(|| value.trim().to_owned())
-                })
-                .expect("no Sec-WebSocket-Key");
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\n\r\n",
-                accept_key(key.as_bytes())
-            );
-            tcp.write_all(response.as_bytes()).await.unwrap();
+        let (addr, server) = accept_one(|mut tcp| async move {
+            raw_accept(&mut tcp).await;
             // A server must not mask.
-            tcp.write_all(&masked_frame(TEXT, true, b"masked"))
-                .await
-                .unwrap();
+            tcp.write_all(&masked(FIN | TEXT, b"masked")).await.unwrap();
             // The client's close frame: masked, code 1002.
-            let b0 = tcp.read_u8().await.unwrap();
-            let b1 = tcp.read_u8().await.unwrap();
-            assert_eq!(b0, 0x80 | CLOSE);
-            assert_eq!(b1 & 0x80, 0x80, "a client must mask");
-            let len = (b1 & 0x7f) as usize;
-            let mut key = [0; 4];
-            tcp.read_exact(&mut key).await.unwrap();
-            let mut payload = vec![0; len];
-            tcp.read_exact(&mut payload).await.unwrap();
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= key[i % 4];
-            }
-            assert_eq!(payload[..2], 1002u16.to_be_bytes());
+            let close = read_client_frame(&mut tcp).await;
+            assert_eq!((close.fin, close.opcode), (true, CLOSE));
+            assert_eq!(close.close_code(), Some(1002));
         });
-        let (mut client, _) = duplex::connect(&format!("{url}/")).await.unwrap();
+        let (mut client, _) = duplex::connect(&format!("ws://{addr}/")).await.unwrap();
         let err = match client.recv().await {
             Some(Err(e)) => e,
             other => panic!("expected a protocol error, got {other:?}"),

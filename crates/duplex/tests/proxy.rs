@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use common::bounded;
-use common::certs::TestPki;
 use duplex::proxy::ProxyError;
 use duplex::{ClientBuilder, Error, Message};
+use duplex_testkit::pki::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -33,6 +33,16 @@ async fn echo_server(n: usize) -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// Connects to `url` through `proxy`, which must fail; returns the error.
+async fn connect_err(url: &str, proxy: &str) -> Error {
+    ClientBuilder::new(url)
+        .unwrap()
+        .proxy(proxy)
+        .connect()
+        .await
+        .expect_err("the connection must fail")
 }
 
 /// What a test proxy saw.
@@ -252,12 +262,11 @@ async fn http_proxy_refusal_reports_its_status() {
     bounded(async {
         let target = echo_server(1).await;
         let (proxy_port, _log) = http_proxy(Some(("alice", "right"))).await;
-        let err = ClientBuilder::new(&format!("ws://{target}/"))
-            .unwrap()
-            .proxy(&format!("http://alice:wrong@127.0.0.1:{proxy_port}"))
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &format!("ws://{target}/"),
+            &format!("http://alice:wrong@127.0.0.1:{proxy_port}"),
+        )
+        .await;
         assert!(
             matches!(err, Error::Proxy(ProxyError::Refused { .. })),
             "{err:?}"
@@ -346,24 +355,22 @@ async fn socks5_refusals_are_clear_errors() {
         let target = echo_server(0).await;
         let (proxy_port, _log) = socks5_proxy(Some(("bob", "hunter2"))).await;
         // Wrong password.
-        let err = ClientBuilder::new(&format!("ws://{target}/"))
-            .unwrap()
-            .proxy(&format!("socks5://bob:guess@127.0.0.1:{proxy_port}"))
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &format!("ws://{target}/"),
+            &format!("socks5://bob:guess@127.0.0.1:{proxy_port}"),
+        )
+        .await;
         assert!(matches!(err, Error::Proxy(ProxyError::Socks(_))), "{err:?}");
         assert!(
             err.to_string().contains("wrong user name or password"),
             "{err}"
         );
         // No credentials where the proxy requires them.
-        let err = ClientBuilder::new(&format!("ws://{target}/"))
-            .unwrap()
-            .proxy(&format!("socks5://127.0.0.1:{proxy_port}"))
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            &format!("ws://{target}/"),
+            &format!("socks5://127.0.0.1:{proxy_port}"),
+        )
+        .await;
         assert!(
             err.to_string()
                 .contains("no acceptable authentication method"),
@@ -371,12 +378,11 @@ async fn socks5_refusals_are_clear_errors() {
         );
         // A destination the proxy cannot reach (nothing listens on port 1).
         let (open_port, _log) = socks5_proxy(None).await;
-        let err = ClientBuilder::new("ws://127.0.0.1:1/")
-            .unwrap()
-            .proxy(&format!("socks5://127.0.0.1:{open_port}"))
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err(
+            "ws://127.0.0.1:1/",
+            &format!("socks5://127.0.0.1:{open_port}"),
+        )
+        .await;
         assert!(err.to_string().contains("connection refused"), "{err}");
     })
     .await
@@ -385,12 +391,7 @@ async fn socks5_refusals_are_clear_errors() {
 #[tokio::test]
 async fn an_invalid_proxy_url_fails_the_connection_clearly() {
     bounded(async {
-        let err = ClientBuilder::new("ws://127.0.0.1:1/")
-            .unwrap()
-            .proxy("ftp://user:topsecret@proxy")
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err("ws://127.0.0.1:1/", "ftp://user:topsecret@proxy").await;
         assert!(
             matches!(err, Error::Proxy(ProxyError::Url { .. })),
             "{err:?}"
@@ -403,12 +404,7 @@ async fn an_invalid_proxy_url_fails_the_connection_clearly() {
 #[tokio::test]
 async fn an_unreachable_proxy_is_a_proxy_error() {
     bounded(async {
-        let err = ClientBuilder::new("ws://127.0.0.1:2/")
-            .unwrap()
-            .proxy("http://127.0.0.1:1")
-            .connect()
-            .await
-            .unwrap_err();
+        let err = connect_err("ws://127.0.0.1:2/", "http://127.0.0.1:1").await;
         assert!(matches!(err, Error::Proxy(ProxyError::Io(_))), "{err:?}");
     })
     .await

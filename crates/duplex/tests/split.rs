@@ -7,8 +7,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{bounded, pair, payload};
+use common::{accept_one, bounded, pair, payload};
 use duplex::{CloseCode, CloseFrame, Error, Message};
+use duplex_testkit::frame::{masked, CLOSE, FIN, TEXT};
+use duplex_testkit::net::{raw_client, read_frame};
 
 const N: usize = 1000;
 
@@ -107,9 +109,7 @@ async fn reuniting_halves_of_different_connections_fails() {
 #[tokio::test]
 async fn split_halves_know_the_protocol_and_reunite_keeps_it() {
     bounded(async {
-        let (listener, url) = common::listen().await;
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             duplex::accept_with(tcp, Default::default(), |i| {
                 i.select_protocol(&["p1"]);
                 Ok(())
@@ -117,7 +117,7 @@ async fn split_halves_know_the_protocol_and_reunite_keeps_it() {
             .await
             .unwrap()
         });
-        let (client, _) = duplex::ClientBuilder::new(&format!("{url}/"))
+        let (client, _) = duplex::ClientBuilder::new(&format!("ws://{addr}/"))
             .unwrap()
             .protocol("p1")
             .connect()
@@ -393,10 +393,7 @@ async fn a_close_started_on_the_halves_completes_after_reunite() {
 async fn a_request_and_a_close_in_one_write_get_the_reply_before_the_close() {
     use tokio::io::AsyncWriteExt;
     bounded(async {
-        let (listener, _) = common::listen().await;
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
+        let (addr, server) = accept_one(|tcp| async move {
             let ws = duplex::accept(tcp).await.unwrap();
             let (mut rd, mut wr) = ws.split();
             let request = rd.recv().await.unwrap().unwrap();
@@ -410,16 +407,16 @@ async fn a_request_and_a_close_in_one_write_get_the_reply_before_the_close() {
             reply.await.unwrap();
             assert!(rd.recv().await.is_none());
         });
-        let mut tcp = common::raw_client(addr).await;
-        let mut both = common::masked_frame(0x1, true, b"rooms?");
-        both.extend(common::masked_frame(0x8, true, &1000u16.to_be_bytes()));
+        let mut tcp = raw_client(addr, "/").await;
+        let mut both = masked(FIN | TEXT, b"rooms?");
+        both.extend(masked(FIN | CLOSE, &1000u16.to_be_bytes()));
         tcp.write_all(&both).await.unwrap();
-        let reply = common::read_frame(&mut tcp).await;
+        let reply = read_frame(&mut tcp).await;
         assert_eq!(
             (reply.opcode, &reply.payload[..]),
             (0x1, &b"re: rooms?"[..])
         );
-        let close = common::read_frame(&mut tcp).await;
+        let close = read_frame(&mut tcp).await;
         assert_eq!(
             (close.opcode, &close.payload[..]),
             (0x8, &1000u16.to_be_bytes()[..])

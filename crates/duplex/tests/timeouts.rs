@@ -9,15 +9,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bounded, listen, masked_frame, raw_client, read_frame};
+use common::{bounded, serve_one};
 use duplex::{CloseCode, CloseFrame, Config, Error, Message};
+use duplex_testkit::frame::{masked, CLOSE, FIN, PING, PONG, TEXT};
+use duplex_testkit::net::{expect_eof, raw_client, read_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const PING: u8 = 0x9;
-const PONG: u8 = 0xA;
-const CLOSE: u8 = 0x8;
-const TEXT: u8 = 0x1;
 
 fn keepalive(interval_ms: u64, timeout_ms: u64) -> Config {
     Config::default().keepalive(
@@ -34,11 +31,7 @@ async fn server_and_raw_client(
     TcpStream,
     tokio::task::JoinHandle<(Option<Error>, Option<Duration>)>,
 ) {
-    let (listener, _url) = listen().await;
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+    let (addr, server) = serve_one(config, |mut ws| async move {
         let mut ended = None;
         while let Some(msg) = ws.recv().await {
             if let Err(e) = msg {
@@ -48,7 +41,7 @@ async fn server_and_raw_client(
         }
         (ended, ws.rtt())
     });
-    (raw_client(addr).await, server)
+    (raw_client(addr, "/").await, server)
 }
 
 #[tokio::test]
@@ -68,11 +61,11 @@ async fn idle_connection_gets_a_ping_and_its_pong_gives_the_rtt() {
         // Answer 50 ms later: the RTT the server measures includes that delay.
         tokio::time::sleep(Duration::from_millis(50)).await;
         client
-            .write_all(&masked_frame(PONG, true, &ping.payload))
+            .write_all(&masked(FIN | PONG, &ping.payload))
             .await
             .unwrap();
         client
-            .write_all(&masked_frame(CLOSE, true, &1000u16.to_be_bytes()))
+            .write_all(&masked(FIN | CLOSE, &1000u16.to_be_bytes()))
             .await
             .unwrap();
         let (ended, rtt) = server.await.unwrap();
@@ -93,7 +86,7 @@ async fn traffic_means_no_ping() {
         // A message every 100 ms for a second: never idle for 300 ms.
         for i in 0..10 {
             client
-                .write_all(&masked_frame(TEXT, true, format!("tick {i}").as_bytes()))
+                .write_all(&masked(FIN | TEXT, format!("tick {i}").as_bytes()))
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -123,18 +116,13 @@ async fn no_pong_fails_the_connection_with_1011() {
         let close = read_frame(&mut client).await;
         let waited = pinged.elapsed();
         assert_eq!(close.opcode, CLOSE);
-        assert_eq!(
-            u16::from_be_bytes([close.payload[0], close.payload[1]]),
-            1011
-        );
-        assert_eq!(&close.payload[2..], b"keepalive ping timeout");
+        assert_eq!(close.close_code(), Some(1011));
+        assert_eq!(close.close_reason(), b"keepalive ping timeout");
         assert!(
             waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
             "{waited:?}"
         );
-        let mut rest = Vec::new();
-        client.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty(), "more after the close frame: {rest:?}");
+        expect_eof(&mut client, "after the 1011").await;
         let (ended, rtt) = server.await.unwrap();
         let ended = ended.expect("the server kept reading");
         assert!(
@@ -156,7 +144,7 @@ async fn pongs_to_the_applications_own_pings_do_not_count() {
         assert_eq!(ping.opcode, PING);
         // An unsolicited pong with another payload is not an answer.
         client
-            .write_all(&masked_frame(PONG, true, b"something else"))
+            .write_all(&masked(FIN | PONG, b"something else"))
             .await
             .unwrap();
         let close = read_frame(&mut client).await;
@@ -175,17 +163,11 @@ async fn pongs_to_the_applications_own_pings_do_not_count() {
 #[tokio::test]
 async fn a_connection_handed_to_another_task_still_pings() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
-        let first = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::accept_with(tcp, keepalive(300, 2000), |_| Ok(()))
-                .await
-                .unwrap();
+        let (addr, first) = serve_one(keepalive(300, 2000), |mut ws| async move {
             read_for(&mut ws, Duration::from_millis(50)).await;
             ws
         });
-        let mut client = raw_client(addr).await;
+        let mut client = raw_client(addr, "/").await;
         let mut ws = first.await.unwrap();
         let second = tokio::spawn(async move { while let Some(Ok(_)) = ws.recv().await {} });
         let ping = read_frame(&mut client).await;
@@ -247,12 +229,8 @@ async fn library_peers_answer_each_others_keepalive() {
 #[tokio::test]
 async fn split_reader_pings_through_the_writer_and_never_fails_for_an_idle_writer() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
         let config = keepalive(100, 200);
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+        let (addr, server) = serve_one(config, |ws| async move {
             let (mut reader, mut writer) = ws.split();
             // The writer stays idle for 600 ms, three times interval + timeout: the ping is
             // not sent, so the reader must not give up on it.
@@ -264,11 +242,11 @@ async fn split_reader_pings_through_the_writer_and_never_fails_for_an_idle_write
             assert!(matches!(pong, Message::Pong(_)), "{pong:?}");
             reader.rtt()
         });
-        let mut client = raw_client(addr).await;
+        let mut client = raw_client(addr, "/").await;
         let ping = read_frame(&mut client).await;
         assert_eq!(ping.opcode, PING);
         client
-            .write_all(&masked_frame(PONG, true, &ping.payload))
+            .write_all(&masked(FIN | PONG, &ping.payload))
             .await
             .unwrap();
         let rtt = server.await.unwrap().expect("no RTT");
@@ -280,12 +258,8 @@ async fn split_reader_pings_through_the_writer_and_never_fails_for_an_idle_write
 #[tokio::test]
 async fn split_reader_fails_after_an_unanswered_ping_and_the_writer_sends_1011() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
         let config = keepalive(100, 200);
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+        let (addr, server) = serve_one(config, |ws| async move {
             let (mut reader, mut writer) = ws.split();
             // A writer flushing on a timer, as a read-only task should.
             let flusher = async {
@@ -311,14 +285,11 @@ async fn split_reader_fails_after_an_unanswered_ping_and_the_writer_sends_1011()
                 () = flusher => panic!("the writer failed first"),
             }
         });
-        let mut client = raw_client(addr).await;
+        let mut client = raw_client(addr, "/").await;
         assert_eq!(read_frame(&mut client).await.opcode, PING);
         let close = read_frame(&mut client).await;
         assert_eq!(close.opcode, CLOSE);
-        assert_eq!(
-            u16::from_be_bytes([close.payload[0], close.payload[1]]),
-            1011
-        );
+        assert_eq!(close.close_code(), Some(1011));
         let err = server.await.unwrap();
         assert!(matches!(err, Error::KeepaliveTimeout(_)), "{err:?}");
     })
@@ -328,12 +299,8 @@ async fn split_reader_fails_after_an_unanswered_ping_and_the_writer_sends_1011()
 #[tokio::test]
 async fn peer_that_never_answers_a_close_is_dropped_after_close_timeout() {
     bounded(async {
-        let (listener, _url) = listen().await;
-        let addr = listener.local_addr().unwrap();
         let config = Config::default().close_timeout(Duration::from_millis(300));
-        let server = tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let mut ws = duplex::accept_with(tcp, config, |_| Ok(())).await.unwrap();
+        let (addr, server) = serve_one(config, |mut ws| async move {
             let started = Instant::now();
             let result = ws
                 .close(Some(CloseFrame::new(
@@ -343,15 +310,12 @@ async fn peer_that_never_answers_a_close_is_dropped_after_close_timeout() {
                 .await;
             (result, started.elapsed())
         });
-        let mut client = raw_client(addr).await;
+        let mut client = raw_client(addr, "/").await;
         // The server's close frame: 1001 going away.
         let close = read_frame(&mut client).await;
         assert_eq!(close.opcode, CLOSE);
-        assert_eq!(
-            u16::from_be_bytes([close.payload[0], close.payload[1]]),
-            1001
-        );
-        assert_eq!(&close.payload[2..], b"shutting down");
+        assert_eq!(close.close_code(), Some(1001));
+        assert_eq!(close.close_reason(), b"shutting down");
         // Never answer; the server gives up after close_timeout.
         let (result, waited) = server.await.unwrap();
         assert!(
@@ -363,9 +327,7 @@ async fn peer_that_never_answers_a_close_is_dropped_after_close_timeout() {
             "{waited:?}"
         );
         // The transport is gone: the client reads EOF.
-        let mut rest = Vec::new();
-        let _ = client.read_to_end(&mut rest).await;
-        assert!(rest.is_empty());
+        expect_eof(&mut client, "after the close timeout").await;
     })
     .await
 }

@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use common::bounded;
-use common::certs::TestPki;
 use duplex::tls::{self, TlsError};
 use duplex::{ClientBuilder, Error, Message};
+use duplex_testkit::pki::TestPki;
 use tokio::net::TcpListener;
 
 /// What the server saw of the TLS connection.

@@ -4,17 +4,14 @@ mod common;
 
 use common::{TestHub, WAIT};
 use duplex::{ClientBuilder, Message};
+use duplex_testkit::pki::TestPki;
 use tokio::time::timeout;
 
 #[tokio::test]
 async fn echo_and_chat_over_wss() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert_pem = dir.path().join("cert.pem");
-    let key_pem = dir.path().join("key.pem");
-    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
-    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
-    let tls = duplex::tls::server_config_from_pem(&cert_pem, &key_pem).unwrap();
+    let pki = TestPki::new(&["localhost"]);
+    let tls = duplex::tls::server_config_from_pem(pki.cert(), pki.key()).unwrap();
     let hub = TestHub::start(TestHub::config(&dir.path().join("data")).tls(tls)).await;
     let port = hub.addr.port();
 
@@ -22,7 +19,7 @@ async fn echo_and_chat_over_wss() {
         ClientBuilder::new(&format!("wss://localhost:{port}{path}"))
             .unwrap()
             .no_proxy()
-            .ca_file(&cert_pem)
+            .ca_file(pki.ca())
     };
     timeout(WAIT, async {
         let (mut echo, _) = client("/echo").connect().await.unwrap();

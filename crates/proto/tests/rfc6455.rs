@@ -2,55 +2,17 @@
 //! [`Connection`] (or its halves) and inspecting what it returns and what it queues on the wire.
 //!
 //! Modules are named after the section of RFC 6455 whose rules they check. Frames are built by
-//! hand here, and queued output is decoded by a small independent decoder, so the tests do not
+//! hand with the testkit's codec, and queued output is decoded by it too, so the tests do not
 //! depend on the crate's own encoder.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use duplex_proto::frame::OpCode;
 use duplex_proto::recv::Receiver;
 use duplex_proto::send::Sender;
 use duplex_proto::{
     Answers, CloseCode, CloseFrame, Config, Connection, Error, Message, Role, State,
 };
-
-/// The masking key of the RFC 6455 section 5.7 examples.
-const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-
-/// Encodes a frame with first byte `b0` (FIN, RSV, opcode), announcing `len` payload bytes
-/// (which may differ from `payload.len()` to build headers of frames that are not all there).
-fn encode(b0: u8, len: u64, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
-    let mut out = vec![b0];
-    match len {
-        0..=125 => out.push(mask_bit | len as u8),
-        126..=0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&len.to_be_bytes());
-        }
-    }
-    match mask {
-        Some(key) => {
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        }
-        None => out.extend_from_slice(payload),
-    }
-    out
-}
-
-/// A complete unmasked frame (as a server sends).
-fn unmasked(b0: u8, payload: &[u8]) -> Vec<u8> {
-    encode(b0, payload.len() as u64, payload, None)
-}
-
-/// A complete frame masked with [`KEY`] (as a client sends).
-fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-    encode(b0, payload.len() as u64, payload, Some(KEY))
-}
+use duplex_testkit::frame::{encode, masked, parse_frames, unmasked, Frame, MASK_KEY};
 
 /// A well-formed frame sent *to* an endpoint of `role`: masked for a server, not for a client.
 fn to(role: Role, b0: u8, payload: &[u8]) -> Vec<u8> {
@@ -62,65 +24,9 @@ fn to(role: Role, b0: u8, payload: &[u8]) -> Vec<u8> {
 
 const ROLES: [Role; 2] = [Role::Client, Role::Server];
 
-/// A frame decoded from queued output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Frame {
-    fin: bool,
-    rsv: u8,
-    opcode: u8,
-    masked: bool,
-    payload: Vec<u8>,
-}
-
-/// Decodes complete frames (unmasking them); panics on a truncated frame.
-fn parse_frames(mut wire: &[u8]) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    while !wire.is_empty() {
-        let (b0, b1) = (wire[0], wire[1]);
-        let (len, mut pos) = match b1 & 0x7f {
-            126 => (u64::from(u16::from_be_bytes([wire[2], wire[3]])), 4),
-            127 => (u64::from_be_bytes(wire[2..10].try_into().unwrap()), 10),
-            n => (u64::from(n), 2),
-        };
-        let key = if b1 & 0x80 != 0 {
-            pos += 4;
-            Some([wire[pos - 4], wire[pos - 3], wire[pos - 2], wire[pos - 1]])
-        } else {
-            None
-        };
-        let len = len as usize;
-        let mut payload = wire[pos..pos + len].to_vec();
-        if let Some(key) = key {
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= key[i % 4];
-            }
-        }
-        frames.push(Frame {
-            fin: b0 & 0x80 != 0,
-            rsv: (b0 >> 4) & 0x7,
-            opcode: b0 & 0x0f,
-            masked: key.is_some(),
-            payload,
-        });
-        wire = &wire[pos + len..];
-    }
-    frames
-}
-
 /// Takes everything queued for sending, chunk by chunk as an I/O layer would.
 fn drain(conn: &mut Connection) -> Vec<u8> {
-    drain_queue(conn.send_queue())
-}
-
-fn drain_queue(q: &mut impl Buf) -> Vec<u8> {
-    let mut out = Vec::new();
-    while q.has_remaining() {
-        let chunk = q.chunk();
-        let n = chunk.len();
-        out.extend_from_slice(chunk);
-        q.advance(n);
-    }
-    out
+    duplex_testkit::drain(conn.send_queue())
 }
 
 /// Decodes messages from `buf` until it needs more bytes.
@@ -316,7 +222,7 @@ mod section_5_7_examples {
         tx.send(Message::Ping("Hello".into())).unwrap();
         tx.send(Message::binary(vec![0u8; 256])).unwrap();
         tx.send(Message::binary(vec![0u8; 65536])).unwrap();
-        let wire = drain_queue(tx.queue());
+        let wire = duplex_testkit::drain(tx.queue());
         let mut expect = b"\x81\x05Hello\x01\x03Hel\x80\x02lo\x89\x05Hello".to_vec();
         expect.extend_from_slice(&[0x82, 0x7e, 0x01, 0x00]);
         expect.extend_from_slice(&[0u8; 256]);
@@ -525,7 +431,7 @@ mod section_5_2_base_framing {
             let mut wire = vec![0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0];
             if role == Role::Server {
                 wire[1] |= 0x80;
-                wire.extend_from_slice(&KEY);
+                wire.extend_from_slice(&MASK_KEY);
             }
             assert_fails(role, Config::default(), &wire, Error::InvalidLength);
             // Detected as soon as the length bytes are there, before the mask key.
@@ -1372,7 +1278,7 @@ mod limits {
         for role in ROLES {
             let wire = match role {
                 Role::Client => encode(0x82, len, &[], None),
-                Role::Server => encode(0x82, len, &[], Some(KEY)),
+                Role::Server => encode(0x82, len, &[], Some(MASK_KEY)),
             };
             let mut conn = Connection::new(role, Config::default());
             let mut buf = BytesMut::from(&wire[..]);
@@ -1393,7 +1299,7 @@ mod limits {
             let mut wire = to(role, 0x01, b"a");
             wire.extend(match role {
                 Role::Client => encode(0x80, len, &[], None),
-                Role::Server => encode(0x80, len, &[], Some(KEY)),
+                Role::Server => encode(0x80, len, &[], Some(MASK_KEY)),
             });
             assert_fails(
                 role,

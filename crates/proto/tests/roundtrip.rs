@@ -2,7 +2,7 @@
 //! however the bytes are split on the way; masking is undone exactly; and decoding any byte
 //! stream, valid or not, does not depend on how it is split.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use duplex_proto::frame::OpCode;
 use duplex_proto::mask::{apply_mask, apply_mask_at};
 use duplex_proto::{CloseCode, CloseFrame, Config, Connection, Error, Message, Role, State};
@@ -181,15 +181,7 @@ fn send_plan(conn: &mut Connection, plan: &Plan) -> Vec<Message> {
 
 /// Everything `conn` has queued.
 fn drain(conn: &mut Connection) -> Vec<u8> {
-    let q = conn.send_queue();
-    let mut out = Vec::with_capacity(q.remaining());
-    while q.has_remaining() {
-        let chunk = q.chunk();
-        let n = chunk.len();
-        out.extend_from_slice(chunk);
-        q.advance(n);
-    }
-    out
+    duplex_testkit::drain(conn.send_queue())
 }
 
 /// Feeds `wire` to `conn` in reads of the `chunks` sizes (cyclically). Returns the messages

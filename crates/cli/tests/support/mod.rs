@@ -103,7 +103,13 @@ impl Outcome {
 /// Runs `duplex ARGS` with `stdin` as its input and waits for it, killing it (and failing)
 /// after `limit`.
 pub fn run(args: &[&str], stdin: &[u8], limit: Duration) -> Outcome {
-    let child = Command::new(BIN)
+    finish(spawn(args), stdin.to_vec(), limit)
+}
+
+/// Starts `duplex ARGS` with piped stdin, stdout and stderr, and no proxy settings from the
+/// environment (the tests' servers are on loopback).
+pub fn spawn(args: &[&str]) -> Child {
+    Command::new(BIN)
         .args(args)
         .env_remove("HTTP_PROXY")
         .env_remove("HTTPS_PROXY")
@@ -112,8 +118,7 @@ pub fn run(args: &[&str], stdin: &[u8], limit: Duration) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start duplex");
-    finish(child, stdin.to_vec(), limit)
+        .expect("start duplex")
 }
 
 /// Feeds `stdin` to a started client (then closes it) and waits for the client to exit.
