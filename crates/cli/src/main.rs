@@ -3,6 +3,7 @@
 // The doc comments on options are their `--help` text, written for a terminal: a bare URL or
 // `[user:pass@]` there is meant literally, not as a link.
 #![allow(rustdoc::bare_urls, rustdoc::broken_intra_doc_links)]
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

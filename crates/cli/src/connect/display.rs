@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use base64::Engine;
 use duplex::Message;
 
-use super::interactive::Printer;
+use super::printer::Printer;
 
 /// Terminal colours, or none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,8 @@
 //! being typed, and the `/` commands.
 //!
 //! rustyline blocks, so it runs on a thread of its own and hands lines over a channel; the
-//! async side asks for each line with the prompt to show. Output goes through rustyline's
-//! `ExternalPrinter` (from a second thread, since printing can wait for the editor), which
-//! clears the prompt line, prints, and redraws the prompt with the text typed so far: a
-//! message that arrives mid-line leaves the line intact.
+//! async side asks for each line with the prompt to show. Output goes through a [`Printer`]:
+//! a message that arrives mid-line leaves the line intact.
 
 use std::io::{IsTerminal, Write};
 use std::sync::mpsc as std_mpsc;
@@ -14,11 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use duplex::{CloseCode, CloseFrame};
+use nix::sys::termios::{tcgetattr, tcsetattr, SetArg, Termios};
 use rustyline::error::ReadlineError;
-use rustyline::ExternalPrinter;
 use tokio::sync::mpsc;
 
 use super::display::{parse_hex, Style};
+use super::printer::Printer;
 use super::session::Input;
 
 /// What the editor read.
@@ -48,47 +47,10 @@ impl LineReader {
     }
 }
 
-/// A job for the printing thread.
-enum Job {
-    Line(String),
-    /// Answered once every line before it was handed to the editor.
-    Flush(std_mpsc::Sender<()>),
-}
-
-/// Prints above the prompt; cheap to clone, never blocks.
-#[derive(Debug, Clone)]
-pub struct Printer {
-    jobs: std_mpsc::Sender<Job>,
-}
-
-impl std::fmt::Debug for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Line(l) => f.debug_tuple("Line").field(l).finish(),
-            Job::Flush(_) => f.write_str("Flush"),
-        }
-    }
-}
-
-impl Printer {
-    /// Prints one line (or several, if it holds line breaks) above the prompt.
-    pub fn print(&self, line: String) {
-        let _ = self.jobs.send(Job::Line(line));
-    }
-
-    /// Waits (at most a second) until every line printed so far reached the editor.
-    fn flush(&self) {
-        let (tx, rx) = std_mpsc::channel();
-        if self.jobs.send(Job::Flush(tx)).is_ok() {
-            let _ = rx.recv_timeout(Duration::from_secs(1));
-        }
-    }
-}
-
 /// The terminal's mode as it was before the editor changed it; restored by
 /// [`TerminalGuard::finish`].
 pub struct TerminalGuard {
-    saved: Option<libc::termios>,
+    saved: Option<Termios>,
     printer: Printer,
 }
 
@@ -113,11 +75,7 @@ impl TerminalGuard {
         // moment to do so before the terminal changes under it.
         thread::sleep(Duration::from_millis(50));
         if let Some(saved) = &self.saved {
-            // SAFETY: tcsetattr reads a termios value that tcgetattr filled in; fd 0 is
-            // stdin, open for the whole process.
-            unsafe {
-                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
-            }
+            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, saved);
         }
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(b"\r\x1b[K");
@@ -126,16 +84,12 @@ impl TerminalGuard {
 }
 
 /// The terminal's current mode, if stdin is one.
-fn save_mode() -> Option<libc::termios> {
-    if !std::io::stdin().is_terminal() {
+fn save_mode() -> Option<Termios> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
         return None;
     }
-    // SAFETY: termios is plain data (zeroed is a valid value), and tcgetattr only writes
-    // into it.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        (libc::tcgetattr(libc::STDIN_FILENO, &mut t) == 0).then_some(t)
-    }
+    tcgetattr(stdin).ok()
 }
 
 /// Starts the editor and printing threads; `None` if the terminal cannot do line editing
@@ -178,29 +132,7 @@ pub fn start() -> Option<(LineReader, Printer, TerminalGuard)> {
         })
         .ok()?;
     // The editor thread drops the sender without a printer when it cannot edit lines.
-    let mut external = ready_rx.recv().ok()?;
-    let (job_tx, job_rx) = std_mpsc::channel::<Job>();
-    thread::Builder::new()
-        .name("printer".into())
-        .spawn(move || {
-            for job in job_rx {
-                match job {
-                    Job::Line(mut line) => {
-                        // Without the newline, a line printed while the editor is between
-                        // two reads would run into the next prompt.
-                        line.push('\n');
-                        if external.print(line).is_err() {
-                            break;
-                        }
-                    }
-                    Job::Flush(done) => {
-                        let _ = done.send(());
-                    }
-                }
-            }
-        })
-        .ok()?;
-    let printer = Printer { jobs: job_tx };
+    let printer = Printer::start(ready_rx.recv().ok()?)?;
     Some((
         LineReader {
             prompts: prompt_tx,

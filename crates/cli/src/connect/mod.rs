@@ -22,6 +22,7 @@ pub mod display;
 pub mod exit;
 pub mod interactive;
 pub mod pipe;
+pub mod printer;
 pub mod session;
 
 use args::{parse_secs, ClientArgs, Connector};
