@@ -20,6 +20,10 @@
 //! Measurements cover the interval after `--warmup`; with `--server-pid` the server's CPU time
 //! in that interval (from `/proc/PID/stat`) gives messages per server CPU-second, the figure
 //! that ranks servers fairly when the generator, not the server, is the bottleneck.
+//!
+//! This module opens the connections and runs the measurement window; [`plans`] holds the
+//! options, [`connections`] the echo workloads, [`fanout`] and [`idle`] the other two,
+//! [`report`] the histograms and the printed result, [`server_usage`] the `/proc` readings.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
