@@ -63,6 +63,7 @@ impl Rejection {
 
     /// The refusal for a request that is not a valid upgrade, with the status the error calls
     /// for (400, 426, ...).
+    #[cfg(feature = "hyper")]
     pub(crate) fn for_error(err: &HandshakeError) -> Self {
         Rejection(Box::new(reject_error(err)))
     }
