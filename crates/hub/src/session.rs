@@ -19,10 +19,10 @@ use tracing::info;
 use crate::broker::{Broker, Command, ConnId, Mode, Registration};
 use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use crate::metrics::Metrics;
+use crate::open::OpenSession;
 use crate::outbox::{outbox, Outbox, OutboxSender};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rate::RateLimit;
-use crate::routes::OpenSession;
 use crate::shutdown::stopping;
 
 /// Everything a chat connection needs besides its socket.
@@ -302,7 +302,7 @@ mod tests {
     use super::Session;
     use crate::broker::{Broker, Mode};
     use crate::metrics::Metrics;
-    use crate::routes::test_connection;
+    use crate::open::test_connection;
 
     /// An idle chat connection costs this future (boxed by the connection's task), both split
     /// halves inside it, plus its queues (docs/BENCHMARKS.md). It once kept the WebSocket a
