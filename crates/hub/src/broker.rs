@@ -100,8 +100,12 @@ pub(crate) enum Command {
     },
     /// Send the connection the room list.
     Rooms { id: ConnId },
-    /// The connection closed.
-    Disconnect { id: ConnId },
+    /// The connection closed. `done` fires once the broker has handled it, and so every
+    /// command the connection sent before it: their replies are in its outbox by then.
+    Disconnect {
+        id: ConnId,
+        done: oneshot::Sender<()>,
+    },
     /// Commit, close the store and end the thread (graceful shutdown).
     Shutdown,
 }
@@ -294,12 +298,15 @@ impl State {
                 }
             }
             Command::Rooms { id } => self.list_rooms(id),
-            Command::Disconnect { id } => {
+            Command::Disconnect { id, done } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     for room in &conn.rooms {
                         self.remove_member(room, id, &conn.name, conn.mode);
                     }
                 }
+                self.settle();
+                let _ = done.send(());
+                return;
             }
             Command::Send { .. } | Command::Shutdown => {}
         }
