@@ -48,8 +48,8 @@ pub struct HubConfig {
     /// (default 10 s).
     pub shutdown_timeout: Duration,
     /// Quiet time after which an `/echo` connection over plain TCP is parked: it gives up its
-    /// task until it has something to read, which takes an idle connection from about 1.9 to
-    /// 0.9 KiB of server memory (default 1 s; `None`: never). Quiet is checked in periods of
+    /// task until it has something to read, which leaves an idle connection only its socket
+    /// and its `WebSocket` in server memory (default 1 s; `None`: never). Quiet is checked in periods of
     /// this length, so a connection is parked after one to two periods without traffic. A
     /// connection with nothing to read right after its handshake is parked at once.
     pub park_after: Option<Duration>,

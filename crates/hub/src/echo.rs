@@ -187,8 +187,8 @@ mod tests {
     use crate::parking::{EchoConnection, Parking};
 
     /// A connection that is quiet but not yet parked costs this future (boxed by the
-    /// connection's task, docs/BENCHMARKS.md): it once held two copies of the WebSocket (an
-    /// `async fn` argument is kept twice) and a `Feed` future with a message slot.
+    /// connection's task, docs/BENCHMARKS.md), which must not hold a second copy of the
+    /// WebSocket (an `async fn` argument is kept twice) or a `Feed` future with a message slot.
     #[tokio::test]
     async fn an_idle_echo_session_stays_small() {
         let (ws, open) = test_connection(&Arc::new(Metrics::default())).await;

@@ -234,8 +234,6 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// pings and close replies. Only returns on error.
 ///
 /// The reader needs no way to wake this loop: `flush_control` waits for what it hands over.
-/// (A `Notify` did that twice over, and cost a waiter registered and removed under its lock
-/// for every burst written: 2% of the server's CPU in fan-out.)
 async fn write_loop(
     writer: &mut WebSocketWriter<MaybeTlsStream>,
     queue: &mut Outbox,
@@ -343,9 +341,9 @@ mod tests {
     use crate::open::test_connection;
 
     /// An idle chat connection costs this future (boxed by the connection's task), both split
-    /// halves inside it, plus its queues (docs/BENCHMARKS.md). It once kept the WebSocket a
-    /// second and third time (`async fn` arguments, and after `split`), the session twice,
-    /// and the broker channel's send future with a copy of the command.
+    /// halves inside it, plus its queues (docs/BENCHMARKS.md). It must not keep the WebSocket a
+    /// second and third time (`async fn` arguments, and after `split`), the session twice, or
+    /// the broker channel's send future with a copy of the command.
     #[tokio::test]
     async fn an_idle_chat_session_stays_small() {
         let metrics = Arc::new(Metrics::default());
