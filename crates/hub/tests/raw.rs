@@ -28,11 +28,16 @@ async fn upgrade(hub: &TestHub, head: &str) -> (TcpStream, String) {
 
 /// A `duplex.v1` upgrade of `/`, with `connection` as the `Connection` header.
 fn json_upgrade(connection: &str) -> String {
+    json_upgrade_with("websocket", connection)
+}
+
+/// A `duplex.v1` upgrade of `/` with these `Upgrade` and `Connection` headers.
+fn json_upgrade_with(upgrade: &str, connection: &str) -> String {
     request_head(
         "GET",
         "/",
         &[
-            ("Upgrade", "websocket"),
+            ("Upgrade", upgrade),
             ("Connection", connection),
             ("Sec-WebSocket-Key", KEY),
             ("Sec-WebSocket-Version", "13"),
@@ -90,6 +95,16 @@ async fn a_connection_header_with_a_token_list_upgrades() {
     assert_eq!(header(&head, "sec-websocket-accept"), Some(ACCEPT));
     tcp.write_all(&text(r#"{"type":"rooms"}"#)).await.unwrap();
     assert_eq!(next_json(&mut tcp).await["type"], "rooms");
+    hub.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_header_with_a_token_list_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(TestHub::config(dir.path())).await;
+    let (_tcp, head) = upgrade(&hub, &json_upgrade_with("WebSocket, h2c", "Upgrade")).await;
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(header(&head, "sec-websocket-accept"), Some(ACCEPT));
     hub.stop().await.unwrap();
 }
 
