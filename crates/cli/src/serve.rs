@@ -34,7 +34,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = HubConfig::new(".").max_connections)]
     max_connections: usize,
     /// Largest chat message in bytes; larger closes the connection with 1009.
-    #[arg(long, default_value_t = HubConfig::new(".").max_message_size)]
+    #[arg(long, default_value_t = HubConfig::new(".").websocket.max_message_size)]
     max_message_size: usize,
     /// Largest message on /echo in bytes; larger closes the connection with 1009.
     #[arg(long, default_value_t = HubConfig::new(".").max_echo_message_size)]
@@ -74,14 +74,14 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = HubConfig::new(&args.data)
+        .websocket(duplex::Config::default().deflate(args.deflate.config()))
         .max_connections(args.max_connections)
         .max_message_size(args.max_message_size)
         .max_echo_message_size(args.max_echo_message_size)
         .rate_limit(args.rate_limit)
         .history_limit(args.history_limit)
         .send_queue(args.send_queue)
-        .park_after((args.park_after > 0.0).then(|| Duration::from_secs_f64(args.park_after)))
-        .websocket(duplex::Config::default().deflate(args.deflate.config()));
+        .park_after((args.park_after > 0.0).then(|| Duration::from_secs_f64(args.park_after)));
     if let Some(token) = &args.token {
         config = config.token(token.clone());
     }

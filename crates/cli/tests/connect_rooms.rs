@@ -12,7 +12,6 @@ use support::{run, Serve, TestServer};
 const LIMIT: Duration = Duration::from_secs(20);
 
 #[test]
-#[ignore = "waits for the hub's request-then-close ordering fix"]
 fn the_rooms_request_in_a_pipe_prints_the_rooms_list() {
     let serve = Serve::start(&[]);
     let out = run(

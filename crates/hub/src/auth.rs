@@ -1,81 +1,65 @@
-//! Who may open a WebSocket: the shared token and the `Origin` allowlist, checked on the
-//! upgrade request before any WebSocket exists.
+//! Who may open a WebSocket on this hub: the shared token and the `Origin` allowlist, read
+//! from the upgrade request with [`duplex::auth`] before any WebSocket exists.
+//!
+//! What is the hub's own: the token is compared in constant time, a refusal says how to pass
+//! the token, and each refusal is counted under its own metric.
 
-use http::header::{AUTHORIZATION, ORIGIN};
-use http::{HeaderMap, StatusCode};
+use duplex::auth::{self, OriginPolicy};
+use duplex::Rejection as Refusal;
+use http::Request;
 
 use crate::config::HubConfig;
 use crate::metrics::Rejection;
 
-/// Why an upgrade is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Denied {
-    /// No token, or the wrong one: 401.
-    Unauthorized,
-    /// A browser on a page from another origin: 403.
-    Origin,
+/// The query parameter that carries the token (browsers cannot set headers on a WebSocket).
+const TOKEN_PARAM: &str = "token";
+
+/// The hub's access rules, built once from its [`HubConfig`].
+#[derive(Debug)]
+pub(crate) struct Access {
+    token: Option<String>,
+    /// `None`: any origin (the allowlist is empty).
+    origins: Option<OriginPolicy>,
 }
 
-impl Denied {
-    pub(crate) fn status(self) -> StatusCode {
-        match self {
-            Denied::Unauthorized => StatusCode::UNAUTHORIZED,
-            Denied::Origin => StatusCode::FORBIDDEN,
-        }
-    }
-
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Denied::Unauthorized => "missing or wrong token (Authorization: Bearer or ?token=)",
-            Denied::Origin => "origin not allowed",
-        }
-    }
-
-    pub(crate) fn metric(self) -> Rejection {
-        match self {
-            Denied::Unauthorized => Rejection::Unauthorized,
-            Denied::Origin => Rejection::Origin,
-        }
-    }
+/// A refused upgrade: the response to send and the metric to count it in.
+#[derive(Debug)]
+pub(crate) struct Denied {
+    pub(crate) refusal: Refusal,
+    pub(crate) metric: Rejection,
 }
 
-/// Checks an upgrade request's credentials. `query_token` is the `token` query parameter.
-pub(crate) fn check(
-    config: &HubConfig,
-    headers: &HeaderMap,
-    query_token: Option<&str>,
-) -> Result<(), Denied> {
-    if let Some(expected) = &config.token {
-        let bearer = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
-        let ok = [bearer, query_token]
-            .into_iter()
-            .flatten()
-            .any(|given| constant_time_eq(given.as_bytes(), expected.as_bytes()));
-        if !ok {
-            return Err(Denied::Unauthorized);
+impl Access {
+    pub(crate) fn new(config: &HubConfig) -> Access {
+        Access {
+            token: config.token.clone(),
+            origins: (!config.allowed_origins.is_empty())
+                .then(|| OriginPolicy::new(&config.allowed_origins)),
         }
     }
-    if !config.allowed_origins.is_empty() {
-        // Only browsers send Origin, and only they can be tricked into connecting by another
-        // site; a client without it is a program acting for itself (the token guards those).
-        if let Some(origin) = headers.get(ORIGIN) {
-            let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-            let allowed = config
-                .allowed_origins
-                .iter()
-                .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin));
-            if !allowed {
-                return Err(Denied::Origin);
+
+    /// Checks an upgrade request: the token (401 with `WWW-Authenticate: Bearer`), then the
+    /// `Origin` (403; requests without one are not from browsers and pass).
+    pub(crate) fn check<B>(&self, request: &Request<B>) -> Result<(), Denied> {
+        if let Some(expected) = &self.token {
+            let given = auth::token(request, TOKEN_PARAM);
+            if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+                return Err(Denied {
+                    refusal: Refusal::unauthorized(
+                        "missing or wrong token (Authorization: Bearer or ?token=)",
+                    ),
+                    metric: Rejection::Unauthorized,
+                });
             }
         }
+        if let Some(origins) = &self.origins {
+            origins.check(request).map_err(|refusal| Denied {
+                refusal,
+                metric: Rejection::Origin,
+            })?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Compares without stopping at the first difference, so response times do not tell an
@@ -89,40 +73,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use http::header::{AUTHORIZATION, ORIGIN, WWW_AUTHENTICATE};
+
     use super::*;
-    use http::HeaderValue;
 
-    fn headers(pairs: &[(http::HeaderName, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (name, value) in pairs {
-            h.insert(name.clone(), HeaderValue::from_str(value).unwrap());
+    fn request(uri: &str, headers: &[(http::HeaderName, &str)]) -> Request<()> {
+        let mut builder = Request::get(uri);
+        for (name, value) in headers {
+            builder = builder.header(name, *value);
         }
-        h
+        builder.body(()).expect("a valid request")
+    }
+
+    fn status(access: &Access, request: &Request<()>) -> Option<u16> {
+        access
+            .check(request)
+            .err()
+            .map(|denied| denied.refusal.status().as_u16())
     }
 
     #[test]
-    fn token_is_accepted_as_bearer_or_query_parameter() {
-        let config = HubConfig::new("unused").token("s3cret");
-        let none = HeaderMap::new();
-        assert_eq!(check(&config, &none, None), Err(Denied::Unauthorized));
-        assert_eq!(
-            check(&config, &none, Some("wrong")),
-            Err(Denied::Unauthorized)
-        );
-        assert_eq!(check(&config, &none, Some("s3cret")), Ok(()));
-        let bearer = headers(&[(AUTHORIZATION, "Bearer s3cret")]);
-        assert_eq!(check(&config, &bearer, None), Ok(()));
-        let basic = headers(&[(AUTHORIZATION, "Basic s3cret")]);
-        assert_eq!(check(&config, &basic, None), Err(Denied::Unauthorized));
+    fn the_token_is_accepted_as_bearer_or_query_parameter() {
+        let access = Access::new(&HubConfig::new("unused").token("s3cret"));
+        assert_eq!(status(&access, &request("/", &[])), Some(401));
+        assert_eq!(status(&access, &request("/?token=wrong", &[])), Some(401));
+        assert_eq!(status(&access, &request("/?token=s3cret", &[])), None);
+        assert_eq!(status(&access, &request("/?token=s3cre", &[])), Some(401));
+        let bearer = request("/", &[(AUTHORIZATION, "Bearer s3cret")]);
+        assert_eq!(status(&access, &bearer), None);
+        let basic = request("/", &[(AUTHORIZATION, "Basic s3cret")]);
+        assert_eq!(status(&access, &basic), Some(401));
     }
 
     #[test]
-    fn origin_allowlist_applies_to_browsers_only() {
-        let config = HubConfig::new("unused").allowed_origin("http://localhost:8080");
-        let ok = headers(&[(ORIGIN, "http://localhost:8080")]);
-        let bad = headers(&[(ORIGIN, "https://evil.example")]);
-        assert_eq!(check(&config, &ok, None), Ok(()));
-        assert_eq!(check(&config, &bad, None), Err(Denied::Origin));
-        assert_eq!(check(&config, &HeaderMap::new(), None), Ok(()));
+    fn a_refused_token_asks_for_a_bearer_token_and_counts_as_unauthorized() {
+        let access = Access::new(&HubConfig::new("unused").token("s3cret"));
+        let denied = access.check(&request("/", &[])).unwrap_err();
+        assert_eq!(denied.metric, Rejection::Unauthorized);
+        let response = denied.refusal.into_response();
+        assert_eq!(response.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert!(response.body().contains("?token="), "{}", response.body());
+    }
+
+    #[test]
+    fn the_origin_allowlist_applies_to_browsers_only() {
+        let access = Access::new(&HubConfig::new("unused").allowed_origin("http://localhost:8080"));
+        let ok = request("/", &[(ORIGIN, "http://LOCALHOST:8080/")]);
+        let bad = request("/", &[(ORIGIN, "https://evil.example")]);
+        assert_eq!(status(&access, &ok), None);
+        let denied = access.check(&bad).unwrap_err();
+        assert_eq!(denied.refusal.status(), 403);
+        assert_eq!(denied.metric, Rejection::Origin);
+        assert_eq!(status(&access, &request("/", &[])), None);
+    }
+
+    #[test]
+    fn origins_may_be_wildcards() {
+        let config = HubConfig::new("unused").allowed_origin("https://*.example.com");
+        let access = Access::new(&config);
+        let sub = request("/", &[(ORIGIN, "https://chat.example.com")]);
+        let lookalike = request("/", &[(ORIGIN, "https://example.com.evil.net")]);
+        assert_eq!(status(&access, &sub), None);
+        assert_eq!(status(&access, &lookalike), Some(403));
+    }
+
+    #[test]
+    fn without_token_or_allowlist_everyone_may_connect() {
+        let access = Access::new(&HubConfig::new("unused"));
+        let foreign = request("/", &[(ORIGIN, "https://evil.example")]);
+        assert_eq!(status(&access, &foreign), None);
     }
 }

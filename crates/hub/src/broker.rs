@@ -100,8 +100,12 @@ pub(crate) enum Command {
     },
     /// Send the connection the room list.
     Rooms { id: ConnId },
-    /// The connection closed.
-    Disconnect { id: ConnId },
+    /// The connection closed. `done` fires once the broker has handled it, and so every
+    /// command the connection sent before it: their replies are in its outbox by then.
+    Disconnect {
+        id: ConnId,
+        done: oneshot::Sender<()>,
+    },
     /// Commit, close the store and end the thread (graceful shutdown).
     Shutdown,
 }
@@ -121,17 +125,7 @@ impl Broker {
         metrics: Arc<Metrics>,
     ) -> Result<(Broker, JoinHandle<Result<()>>)> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let state = State {
-            store,
-            history_limit: config.history_limit,
-            history_on_join: config.history_on_join,
-            batch: (config.send_queue / 4).clamp(1, MAX_BATCH),
-            metrics,
-            rooms: HashMap::new(),
-            conns: ConnMap::default(),
-            pending: Vec::new(),
-            to_kick: Vec::new(),
-        };
+        let state = State::new(store, config, metrics);
         let thread = std::thread::Builder::new()
             .name("duplex-broker".into())
             .spawn(move || state.run(rx))?;
@@ -247,6 +241,20 @@ struct State {
 }
 
 impl State {
+    fn new(store: Store, config: &HubConfig, metrics: Arc<Metrics>) -> State {
+        State {
+            store,
+            history_limit: config.history_limit,
+            history_on_join: config.history_on_join,
+            batch: (config.send_queue / 4).clamp(1, MAX_BATCH),
+            metrics,
+            rooms: HashMap::new(),
+            conns: ConnMap::default(),
+            pending: Vec::new(),
+            to_kick: Vec::new(),
+        }
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Command>) -> Result<()> {
         'run: while let Some(command) = rx.blocking_recv() {
             let mut next = Some(command);
@@ -294,12 +302,15 @@ impl State {
                 }
             }
             Command::Rooms { id } => self.list_rooms(id),
-            Command::Disconnect { id } => {
+            Command::Disconnect { id, done } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     for room in &conn.rooms {
                         self.remove_member(room, id, &conn.name, conn.mode);
                     }
                 }
+                self.settle();
+                let _ = done.send(());
+                return;
             }
             Command::Send { .. } | Command::Shutdown => {}
         }
@@ -695,4 +706,461 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::outbox::{outbox, Outbox};
+
+    /// The broker's state over a history in a temporary directory, driven as its thread
+    /// drives it (a command, then the commit and delivery of its batch), with no thread,
+    /// channel or socket.
+    struct Rig {
+        state: State,
+        send_queue: usize,
+        _dir: TempDir,
+    }
+
+    /// A connection as the broker sees it: its outbox and its kick.
+    struct Client {
+        id: ConnId,
+        outbox: Outbox,
+        kick: oneshot::Receiver<CloseFrame>,
+    }
+
+    impl Rig {
+        fn new(config: impl FnOnce(HubConfig) -> HubConfig) -> Rig {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let config = config(HubConfig::new(dir.path()));
+            let store = Store::open(&config.data_dir, config.history_limit).expect("the store");
+            Rig {
+                state: State::new(store, &config, Arc::new(Metrics::default())),
+                send_queue: config.send_queue,
+                _dir: dir,
+            }
+        }
+
+        fn with_defaults() -> Rig {
+            Rig::new(|config| config)
+        }
+
+        fn run(&mut self, command: Command) {
+            self.state.handle(command);
+            self.state.flush();
+        }
+
+        /// Registers connection `id`; a plain one joins `room` at once.
+        fn connect(&mut self, id: ConnId, mode: Mode, name: &str, room: Option<&str>) -> Client {
+            let (queue, outbox) = outbox(self.send_queue);
+            let (kick, kicked) = oneshot::channel();
+            self.run(Command::Connect(Registration {
+                id,
+                name: name.to_owned(),
+                mode,
+                queue,
+                kick,
+                room: room.map(str::to_owned),
+            }));
+            Client {
+                id,
+                outbox,
+                kick: kicked,
+            }
+        }
+
+        /// A JSON connection that joined `room` as `name`, with what the join sent it read.
+        fn joined(&mut self, id: ConnId, name: &str, room: &str) -> Client {
+            let mut client = self.connect(id, Mode::Json, "", None);
+            self.join(&client, room, Some(name), None);
+            let kinds: Vec<Value> = client
+                .received()
+                .iter()
+                .map(|m| m["type"].clone())
+                .collect();
+            assert_eq!(kinds, [json!("history"), json!("presence")]);
+            client
+        }
+
+        fn join(&mut self, client: &Client, room: &str, name: Option<&str>, since: Option<u64>) {
+            self.run(Command::Join {
+                id: client.id,
+                room: room.to_owned(),
+                name: name.map(str::to_owned),
+                since,
+            });
+        }
+
+        fn say(&mut self, client: &Client, room: Option<&str>, text: &str) {
+            self.run(Command::Send {
+                id: client.id,
+                room: room.map(str::to_owned),
+                text: text.to_owned(),
+                at: Instant::now(),
+            });
+        }
+
+        fn leave(&mut self, client: &Client, room: &str) {
+            self.run(Command::Leave {
+                id: client.id,
+                room: room.to_owned(),
+            });
+        }
+
+        /// Disconnects `client`; true if the broker said it was done.
+        fn disconnect(&mut self, client: &Client) -> bool {
+            let (done, mut disconnected) = oneshot::channel();
+            self.run(Command::Disconnect {
+                id: client.id,
+                done,
+            });
+            disconnected.try_recv().is_ok()
+        }
+
+        /// Says `n` messages `m1`, `m2`, ... in `room` as a member that joined for it.
+        fn fill(&mut self, room: &str, n: usize) {
+            let talker = self.joined(999, "talker", room);
+            for i in 1..=n {
+                self.say(&talker, Some(room), &format!("m{i}"));
+            }
+            assert!(self.disconnect(&talker));
+        }
+    }
+
+    impl Client {
+        /// Everything queued for the connection so far, as text.
+        fn texts(&mut self) -> Vec<String> {
+            std::iter::from_fn(|| self.outbox.try_recv())
+                .map(|frame| {
+                    let message = frame.message();
+                    message.as_text().expect("a text frame").to_owned()
+                })
+                .collect()
+        }
+
+        /// Everything queued for the connection so far, as JSON.
+        fn received(&mut self) -> Vec<Value> {
+            self.texts()
+                .iter()
+                .map(|t| serde_json::from_str(t).expect("JSON"))
+                .collect()
+        }
+
+        /// The one message queued, which must be an error; its code.
+        fn error_code(&mut self) -> String {
+            let received = self.received();
+            assert_eq!(received.len(), 1, "{received:?}");
+            assert_eq!(received[0]["type"], "error", "{received:?}");
+            received[0]["code"].as_str().expect("a code").to_owned()
+        }
+    }
+
+    /// The `seq` of every message in every `history` frame of `received`.
+    fn replayed(received: &[Value]) -> Vec<u64> {
+        received
+            .iter()
+            .filter(|m| m["type"] == "history")
+            .flat_map(|m| m["messages"].as_array().expect("messages").clone())
+            .map(|m| m["seq"].as_u64().expect("a seq"))
+            .collect()
+    }
+
+    #[test]
+    fn a_join_replays_the_history_then_tells_the_joiner_who_is_there() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), None);
+        let received = ann.received();
+        // Always a history frame, empty or not: the client knows the replay is complete.
+        assert_eq!(
+            received,
+            [
+                json!({"type": "history", "room": "lobby", "messages": []}),
+                json!({"type": "presence", "room": "lobby", "event": "joined", "name": "ann",
+                       "count": 1, "members": ["ann"]}),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_join_needs_a_name_and_a_valid_room() {
+        let mut rig = Rig::with_defaults();
+        let mut c = rig.connect(1, Mode::Json, "", None);
+        rig.join(&c, "lobby", None, None);
+        assert_eq!(c.error_code(), "bad_name");
+        rig.join(&c, "lobby", Some("\u{7}bell"), None);
+        assert_eq!(c.error_code(), "bad_name");
+        rig.join(&c, "no spaces", Some("ann"), None);
+        assert_eq!(c.error_code(), "bad_room");
+        // None of these made it a member.
+        rig.say(&c, Some("lobby"), "hello?");
+        assert_eq!(c.error_code(), "not_joined");
+    }
+
+    #[test]
+    fn messages_are_numbered_per_room_and_reach_every_member_in_its_form() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        let mut bob = rig.connect(2, Mode::Plain, "bob", Some("lobby"));
+        let mut eve = rig.joined(3, "eve", "other");
+        ann.received();
+        rig.say(&ann, None, "hi");
+        rig.say(&ann, Some("lobby"), "there");
+        rig.say(&eve, None, "elsewhere");
+        let to_ann = ann.received();
+        let seqs: Vec<(&str, u64)> = to_ann
+            .iter()
+            .map(|m| (m["text"].as_str().unwrap(), m["seq"].as_u64().unwrap()))
+            .collect();
+        // The JSON sender gets its own messages back, to learn their numbers.
+        assert_eq!(seqs, [("hi", 1), ("there", 2)]);
+        assert_eq!(to_ann[0]["from"], "ann");
+        assert_eq!(to_ann[0]["room"], "lobby");
+        // Plain clients get JSON senders' messages as "name: text", and no presence.
+        assert_eq!(bob.texts(), ["ann: hi", "ann: there"]);
+        let elsewhere = eve.received();
+        assert_eq!(elsewhere.len(), 1);
+        assert_eq!(elsewhere[0]["seq"], 1, "numbering is per room");
+        // A plain sender's text goes out as typed, and not back to it.
+        rig.say(&bob, None, "bob: yo");
+        assert_eq!(ann.received()[0]["text"], "bob: yo");
+        assert!(bob.texts().is_empty());
+    }
+
+    #[test]
+    fn a_member_of_several_rooms_says_which_one() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "a");
+        rig.join(&ann, "b", None, None);
+        ann.received();
+        rig.say(&ann, None, "where?");
+        assert_eq!(ann.error_code(), "not_joined");
+        rig.say(&ann, Some("b"), "here");
+        assert_eq!(ann.received()[0]["room"], "b");
+    }
+
+    #[test]
+    fn a_join_without_since_replays_the_last_few_messages() {
+        let mut rig = Rig::new(|config| config.history_on_join(3));
+        rig.fill("lobby", 10);
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), None);
+        assert_eq!(replayed(&ann.received()), [8, 9, 10]);
+    }
+
+    #[test]
+    fn a_join_with_since_replays_everything_after_it() {
+        let mut rig = Rig::new(|config| config.history_on_join(3));
+        rig.fill("lobby", 10);
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), Some(4));
+        assert_eq!(replayed(&ann.received()), (5..=10).collect::<Vec<_>>());
+        // Up to date: an empty replay.
+        let mut bob = rig.connect(2, Mode::Json, "", None);
+        rig.join(&bob, "lobby", Some("bob"), Some(10));
+        let received = bob.received();
+        assert_eq!(received[0]["type"], "history");
+        assert!(replayed(&received).is_empty());
+    }
+
+    #[test]
+    fn history_keeps_only_the_retained_messages() {
+        let mut rig = Rig::new(|config| config.history_limit(5));
+        rig.fill("lobby", 12);
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), Some(0));
+        assert_eq!(replayed(&ann.received()), [8, 9, 10, 11, 12]);
+        // Numbering goes on where it was, not from the oldest message kept.
+        rig.say(&ann, None, "next");
+        assert_eq!(ann.received()[0]["seq"], 13);
+    }
+
+    #[test]
+    fn a_long_replay_comes_in_frames_of_a_hundred_messages() {
+        let mut rig = Rig::with_defaults();
+        rig.fill("lobby", 250);
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), Some(0));
+        let received = ann.received();
+        let sizes: Vec<usize> = received
+            .iter()
+            .filter(|m| m["type"] == "history")
+            .map(|m| m["messages"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        assert_eq!(replayed(&received), (1..=250).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_repeated_join_is_a_resume_not_a_second_member() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        let mut bob = rig.joined(2, "bob", "lobby");
+        ann.received();
+        rig.say(&bob, None, "one");
+        rig.say(&bob, None, "two");
+        ann.received();
+        bob.received();
+        rig.join(&ann, "lobby", None, Some(1));
+        let received = ann.received();
+        assert_eq!(received.len(), 1, "a replay and no presence: {received:?}");
+        assert_eq!(replayed(&received), [2]);
+        assert!(bob.received().is_empty(), "nobody is told of a resume");
+        rig.run(Command::Rooms { id: bob.id });
+        assert_eq!(bob.received()[0]["rooms"][0]["members"], 2);
+    }
+
+    #[test]
+    fn members_learn_of_joins_and_leaves_as_deltas() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        let mut bob = rig.joined(2, "bob", "lobby");
+        // The others get the name and the count, without the list.
+        assert_eq!(
+            ann.received(),
+            [
+                json!({"type": "presence", "room": "lobby", "event": "joined", "name": "bob",
+                    "count": 2})
+            ]
+        );
+        let _carl = rig.connect(3, Mode::Plain, "carl", Some("lobby"));
+        assert_eq!(ann.received()[0]["count"], 3, "plain members count too");
+        bob.received();
+        rig.leave(&ann, "lobby");
+        assert_eq!(
+            bob.received(),
+            [
+                json!({"type": "presence", "room": "lobby", "event": "left", "name": "ann",
+                    "count": 2})
+            ]
+        );
+        assert!(ann.received().is_empty());
+        // Gone from the room: nothing more reaches it from there, and it may not send there.
+        rig.say(&bob, None, "still here?");
+        assert!(ann.received().is_empty());
+        rig.say(&ann, Some("lobby"), "back?");
+        assert_eq!(ann.error_code(), "not_joined");
+    }
+
+    #[test]
+    fn two_members_of_the_same_name_are_two_members() {
+        let mut rig = Rig::with_defaults();
+        let mut first = rig.joined(1, "ann", "lobby");
+        let mut second = rig.connect(2, Mode::Json, "", None);
+        rig.join(&second, "lobby", Some("ann"), None);
+        let presence = second.received().pop().expect("own presence");
+        assert_eq!(presence["members"], json!(["ann", "ann"]));
+        assert_eq!(presence["count"], 2);
+        assert_eq!(first.received()[0]["count"], 2);
+        // One of them leaving leaves the other in the room.
+        assert!(rig.disconnect(&second));
+        let left = first.received();
+        assert_eq!(left[0]["event"], "left");
+        assert_eq!(left[0]["name"], "ann");
+        assert_eq!(left[0]["count"], 1);
+        rig.say(&first, None, "alone");
+        assert_eq!(first.received()[0]["text"], "alone");
+    }
+
+    #[test]
+    fn a_disconnect_leaves_every_room_and_says_when_it_is_done() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "a");
+        rig.join(&ann, "b", None, None);
+        let mut in_a = rig.joined(2, "bob", "a");
+        let mut in_b = rig.joined(3, "carl", "b");
+        ann.received();
+        in_a.received();
+        assert!(rig.disconnect(&ann));
+        assert_eq!(in_a.received()[0]["event"], "left");
+        assert_eq!(in_b.received()[0]["event"], "left");
+        // A room left empty is forgotten, with its history kept.
+        assert!(rig.disconnect(&in_a));
+        assert!(!rig.state.rooms.contains_key("a"));
+        // Commands of a connection that is gone do nothing.
+        rig.say(&ann, Some("b"), "ghost");
+        assert!(in_b.received().is_empty());
+    }
+
+    #[test]
+    fn replies_to_commands_before_a_disconnect_are_queued_when_it_is_done() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        rig.say(&ann, None, "last words");
+        rig.run(Command::Rooms { id: ann.id });
+        assert!(rig.disconnect(&ann));
+        let kinds: Vec<Value> = ann.received().iter().map(|m| m["type"].clone()).collect();
+        assert_eq!(kinds, [json!("message"), json!("rooms")]);
+    }
+
+    #[test]
+    fn the_room_list_has_members_and_last_numbers_in_name_order() {
+        let mut rig = Rig::with_defaults();
+        rig.fill("zeta", 2);
+        let mut ann = rig.joined(1, "ann", "alpha");
+        let _bob = rig.connect(2, Mode::Plain, "bob", Some("alpha"));
+        ann.received();
+        rig.run(Command::Rooms { id: ann.id });
+        assert_eq!(
+            ann.received(),
+            [json!({"type": "rooms", "rooms": [
+                {"name": "alpha", "members": 2, "last_seq": 0},
+                {"name": "zeta", "members": 0, "last_seq": 2},
+            ]})]
+        );
+    }
+
+    #[test]
+    fn a_connection_may_be_in_at_most_32_rooms() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "room0");
+        for i in 1..MAX_ROOMS_PER_CONNECTION {
+            rig.join(&ann, &format!("room{i}"), None, None);
+        }
+        ann.received();
+        rig.join(&ann, "one-too-many", None, None);
+        assert_eq!(ann.error_code(), "too_many_rooms");
+        // A resume in a room it is in is still fine; after a leave, a new room is too.
+        rig.join(&ann, "room5", None, None);
+        assert_eq!(ann.received()[0]["type"], "history");
+        rig.leave(&ann, "room5");
+        rig.join(&ann, "one-too-many", None, None);
+        assert_eq!(ann.received().last().unwrap()["event"], "joined");
+    }
+
+    #[test]
+    fn a_recipient_whose_queue_is_full_is_disconnected_with_4000_and_gets_no_gap() {
+        let mut rig = Rig::new(|config| config.send_queue(4));
+        let mut slow = rig.joined(1, "slow", "lobby");
+        let mut fast = rig.joined(2, "fast", "lobby");
+        slow.received();
+        fast.received();
+        // The fast one reads as it goes; the slow one never does.
+        let mut to_fast = Vec::new();
+        for i in 1..=6 {
+            rig.say(&fast, None, &format!("m{i}"));
+            to_fast.extend(fast.received());
+        }
+        assert!(
+            to_fast
+                .iter()
+                .any(|m| m["event"] == "left" && m["name"] == "slow"),
+            "the others are told: {to_fast:?}"
+        );
+        let kick = slow.kick.try_recv().expect("a kick");
+        assert_eq!(kick.code, CloseCode(CLOSE_TOO_SLOW));
+        // It got a run without holes, from which it can resume, and nothing after.
+        let seqs: Vec<u64> = slow
+            .received()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
+        rig.say(&fast, None, "later");
+        assert!(slow.received().is_empty());
+        assert_eq!(rig.state.metrics.slow_disconnects.load(Relaxed), 1);
+    }
 }

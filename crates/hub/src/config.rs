@@ -31,9 +31,8 @@ pub struct HubConfig {
     /// Open TCP connections (pages and WebSockets together) above which requests get 503
     /// (default 10 000).
     pub max_connections: usize,
-    /// Largest chat message in bytes (default 64 KiB); larger closes with 1009.
-    pub max_message_size: usize,
-    /// Largest message on `/echo` (default 16 MiB, what the Autobahn|TestSuite sends).
+    /// Largest message (and frame) on `/echo` (default 16 MiB, what the Autobahn|TestSuite
+    /// sends); chat connections take theirs from [`HubConfig::websocket`].
     pub max_echo_message_size: usize,
     /// Messages per second a chat connection may send, on average (default 20); bursts of up
     /// to twice as many are fine. More closes the connection with 1008. 0 disables the limit.
@@ -45,25 +44,26 @@ pub struct HubConfig {
     /// Messages that may wait for one recipient (default 256). A recipient that falls this far
     /// behind is disconnected with [`CLOSE_TOO_SLOW`](crate::CLOSE_TOO_SLOW).
     pub send_queue: usize,
-    /// Time to read a request head (default 10 s).
-    pub handshake_timeout: Duration,
-    /// Time a peer has to take our close frame and answer it (default 5 s); also how long a
-    /// disconnected slow recipient has to read what is already on its way.
-    pub close_timeout: Duration,
     /// Time connections get to close during a graceful shutdown before they are dropped
     /// (default 10 s).
     pub shutdown_timeout: Duration,
     /// Quiet time after which an `/echo` connection over plain TCP is parked: it gives up its
-    /// task until it has something to read, which takes an idle connection from about 1.9 to
-    /// 0.9 KiB of server memory (default 1 s; `None`: never). Quiet is checked in periods of
+    /// task until it has something to read, which leaves an idle connection only its socket
+    /// and its `WebSocket` in server memory (default 1 s; `None`: never). Quiet is checked in periods of
     /// this length, so a connection is parked after one to two periods without traffic. A
     /// connection with nothing to read right after its handshake is parked at once.
     pub park_after: Option<Duration>,
     /// TLS for `https://` and `wss://` (see [`duplex::tls::server_config_from_pem`]); `None`
     /// serves plain HTTP and `ws://`.
     pub tls: Option<std::sync::Arc<duplex::tls::rustls::ServerConfig>>,
-    /// The WebSocket settings every connection starts from (permessage-deflate, write
-    /// buffer, head limits); message sizes and timeouts above override its own.
+    /// The WebSocket settings of every connection, and the only place the hub reads them
+    /// from: chat connections use them as they are, echo connections with
+    /// [`HubConfig::max_echo_message_size`] as their message and frame limits. The hub's
+    /// defaults are the library's, except for chat messages and frames of at most 64 KiB
+    /// (larger closes with 1009). Among them: the time to read a request head
+    /// (`handshake_timeout`, also the TLS handshake's), and the time a peer has to answer our
+    /// close frame (`close_timeout`), which is also how long a disconnected slow recipient has
+    /// to read what is already on its way.
     pub websocket: duplex::Config,
 }
 
@@ -75,18 +75,17 @@ impl HubConfig {
             token: None,
             allowed_origins: Vec::new(),
             max_connections: 10_000,
-            max_message_size: 64 * 1024,
             max_echo_message_size: 16 * 1024 * 1024,
             rate_limit: 20,
             history_limit: 1000,
             history_on_join: 50,
             send_queue: 256,
-            handshake_timeout: Duration::from_secs(10),
             tls: None,
-            close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             park_after: Some(Duration::from_secs(1)),
-            websocket: duplex::Config::default(),
+            websocket: duplex::Config::default()
+                .max_message_size(64 * 1024)
+                .max_frame_size(64 * 1024),
         }
     }
 
@@ -114,9 +113,9 @@ impl HubConfig {
         self
     }
 
-    /// Sets [`HubConfig::max_message_size`].
+    /// Sets the largest chat message and frame, in [`HubConfig::websocket`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
-        self.max_message_size = bytes;
+        self.websocket = self.websocket.max_message_size(bytes).max_frame_size(bytes);
         self
     }
 
@@ -150,9 +149,15 @@ impl HubConfig {
         self
     }
 
-    /// Sets [`HubConfig::close_timeout`].
+    /// Sets the close timeout, in [`HubConfig::websocket`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.websocket = self.websocket.close_timeout(timeout);
+        self
+    }
+
+    /// Sets the handshake timeout, in [`HubConfig::websocket`].
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.websocket = self.websocket.handshake_timeout(timeout);
         self
     }
 
@@ -168,7 +173,8 @@ impl HubConfig {
         self
     }
 
-    /// Sets [`HubConfig::websocket`].
+    /// Replaces [`HubConfig::websocket`] as a whole (its message size and timeouts included):
+    /// call it before [`HubConfig::max_message_size`] and the other setters of its values.
     pub fn websocket(mut self, config: duplex::Config) -> Self {
         self.websocket = config;
         self
@@ -176,23 +182,53 @@ impl HubConfig {
 
     /// The WebSocket configuration of a chat connection.
     pub(crate) fn chat_ws(&self) -> duplex::Config {
-        self.ws(self.max_message_size)
+        self.websocket_copy()
     }
 
     /// The WebSocket configuration of an echo connection.
     pub(crate) fn echo_ws(&self) -> duplex::Config {
-        self.ws(self.max_echo_message_size)
+        self.websocket_copy()
+            .max_message_size(self.max_echo_message_size)
+            .max_frame_size(self.max_echo_message_size)
     }
 
     // `duplex::Config` is `Copy` today; cloning keeps this compiling if it grows a field
     // that is not.
     #[allow(clippy::clone_on_copy)]
-    fn ws(&self, max_message: usize) -> duplex::Config {
-        self.websocket
-            .clone()
-            .max_message_size(max_message)
-            .max_frame_size(max_message)
-            .handshake_timeout(self.handshake_timeout)
-            .close_timeout(self.close_timeout)
+    fn websocket_copy(&self) -> duplex::Config {
+        self.websocket.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::HubConfig;
+
+    #[test]
+    fn the_setters_change_the_one_websocket_config() {
+        let config = HubConfig::new("unused")
+            .max_message_size(1000)
+            .close_timeout(Duration::from_millis(1500))
+            .handshake_timeout(Duration::from_secs(3));
+        assert_eq!(config.websocket.max_message_size, 1000);
+        assert_eq!(config.websocket.max_frame_size, 1000);
+        let chat = config.chat_ws();
+        assert_eq!(chat.max_message_size, 1000);
+        assert_eq!(chat.close_timeout, Duration::from_millis(1500));
+        assert_eq!(chat.handshake_timeout, Duration::from_secs(3));
+        let echo = config.echo_ws();
+        assert_eq!(echo.max_message_size, config.max_echo_message_size);
+        assert_eq!(echo.max_frame_size, config.max_echo_message_size);
+        assert_eq!(echo.close_timeout, Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn chat_messages_default_to_64_kib() {
+        let config = HubConfig::new("unused");
+        assert_eq!(config.chat_ws().max_message_size, 64 * 1024);
+        assert_eq!(config.chat_ws().max_frame_size, 64 * 1024);
+        assert_eq!(config.echo_ws().max_message_size, 16 * 1024 * 1024);
     }
 }

@@ -14,27 +14,8 @@ use tracing::info;
 
 use crate::close::CLOSE_SHUTDOWN;
 use crate::metrics::Metrics;
-use crate::parking::{EchoConnection, Lot};
+use crate::parking::{EchoConnection, Parking};
 use crate::shutdown::stopping;
-
-/// Where and when an idle echo connection is parked.
-#[derive(Debug, Clone)]
-pub(crate) struct Parking {
-    pub(crate) lot: Lot,
-    /// Quiet time after which a connection is parked.
-    pub(crate) after: Duration,
-}
-
-impl Parking {
-    /// Hands an idle connection to the lot; gives it back when it is busy after all or the
-    /// lot takes no more (the hub is shutting down, which its session then sees).
-    // The connection comes back unchanged (see `EchoConnection::park`).
-    #[allow(clippy::result_large_err)]
-    pub(crate) fn park(&self, conn: EchoConnection) -> Result<(), EchoConnection> {
-        let parked = conn.park()?;
-        self.lot.park(parked).map_err(|back| back.resume())
-    }
-}
 
 /// Echoes until the client closes or the hub shuts down, then logs how it ended; or, with
 /// `parking`, until the connection has been quiet long enough to be parked (the lot starts a
@@ -202,12 +183,12 @@ mod tests {
     use std::sync::Arc;
 
     use crate::metrics::Metrics;
-    use crate::parking::EchoConnection;
-    use crate::routes::test_connection;
+    use crate::open::test_connection;
+    use crate::parking::{EchoConnection, Parking};
 
     /// A connection that is quiet but not yet parked costs this future (boxed by the
-    /// connection's task, docs/BENCHMARKS.md): it once held two copies of the WebSocket (an
-    /// `async fn` argument is kept twice) and a `Feed` future with a message slot.
+    /// connection's task, docs/BENCHMARKS.md), which must not hold a second copy of the
+    /// WebSocket (an `async fn` argument is kept twice) or a `Feed` future with a message slot.
     #[tokio::test]
     async fn an_idle_echo_session_stays_small() {
         let (ws, open) = test_connection(&Arc::new(Metrics::default())).await;
@@ -219,7 +200,7 @@ mod tests {
             open,
             opened: std::time::Instant::now(),
         };
-        let parking = super::Parking {
+        let parking = Parking {
             lot,
             after: std::time::Duration::from_secs(1),
         };

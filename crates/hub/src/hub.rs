@@ -7,19 +7,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use duplex::auth::ConnectionLimit;
 use duplex::MaybeTlsStream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use crate::auth::Access;
 use crate::broker::Broker;
 use crate::config::HubConfig;
-use crate::echo::{self, Parking};
+use crate::echo;
 use crate::error::{HubError, Result};
 use crate::metrics::Metrics;
-use crate::parking::{self, Entrance};
-use crate::routes::{self, OpenConnections, Shared};
+use crate::parking::{self, Entrance, Parking};
+use crate::routes::{self, Shared};
 use crate::store::Store;
 
 /// The chat server: bound to its addresses, with its history open, ready to [`Hub::run`].
@@ -43,7 +45,6 @@ use crate::store::Store;
 pub struct Hub {
     listeners: Vec<TcpListener>,
     shared: Arc<Shared>,
-    open: Arc<OpenConnections>,
     shutdown: watch::Sender<bool>,
     broker_thread: JoinHandle<Result<()>>,
     /// Where parked echo connections enter the lot, which `run` starts.
@@ -77,7 +78,6 @@ impl Hub {
         let metrics = Arc::new(Metrics::default());
         let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let open = Arc::new(OpenConnections::default());
         let (parking, lot_entrance) = match config.park_after {
             Some(after) => {
                 let (lot, entrance) = parking::lot();
@@ -86,6 +86,8 @@ impl Hub {
             None => (None, None),
         };
         let shared = Arc::new(Shared {
+            access: Access::new(&config),
+            limit: ConnectionLimit::new(config.max_connections),
             config,
             metrics,
             broker,
@@ -96,7 +98,6 @@ impl Hub {
         Ok(Hub {
             listeners,
             shared,
-            open,
             shutdown,
             broker_thread,
             lot_entrance,
@@ -128,7 +129,6 @@ impl Hub {
         let Hub {
             listeners,
             shared,
-            open,
             shutdown: stop,
             broker_thread,
             lot_entrance,
@@ -156,7 +156,7 @@ impl Hub {
             if let Ok(addr) = listener.local_addr() {
                 info!(%addr, "listening");
             }
-            accepting.spawn(accept_loop(listener, shared.clone(), open.clone()));
+            accepting.spawn(accept_loop(listener, shared.clone()));
         }
         shutdown.await;
 
@@ -170,7 +170,7 @@ impl Hub {
             let _ = lot.await;
         }
         let grace = shared.config.shutdown_timeout;
-        if tokio::time::timeout(grace, open.all_closed())
+        if tokio::time::timeout(grace, all_closed(&shared.limit))
             .await
             .is_err()
         {
@@ -190,7 +190,15 @@ impl Hub {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenConnections>) {
+/// Waits until no connection holds a place in `limit`. Only a shutdown waits for this, so a
+/// look every few milliseconds costs nothing while the hub serves.
+async fn all_closed(limit: &ConnectionLimit) {
+    while limit.in_use() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -201,7 +209,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                 continue;
             }
         };
-        let (guard, admitted) = open.enter(shared.config.max_connections);
+        // Over the limit, the request is still read, to be answered with 503.
+        let permit = shared.limit.try_acquire().ok();
         let shared = shared.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
@@ -211,8 +220,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                     let acceptor = duplex::tls::TlsAcceptor::from(tls.clone());
                     // Boxed (as every step of `routes::handle` is): the task keeps only the
                     // current step's state, which makes an idle connection small.
-                    let accepting =
-                        duplex::tls::handshake(&acceptor, tcp, shared.config.handshake_timeout);
+                    let accepting = duplex::tls::handshake(
+                        &acceptor,
+                        tcp,
+                        shared.config.websocket.handshake_timeout,
+                    );
                     match Box::pin(accepting).await {
                         Ok(tls) => MaybeTlsStream::ServerTls(Box::new(tls)),
                         Err(e) => {
@@ -222,7 +234,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, open: Arc<OpenC
                     }
                 }
             };
-            let session = Box::pin(routes::handle(stream, peer, shared, guard, admitted)).await;
+            let session = Box::pin(routes::handle(stream, peer, shared, permit)).await;
             if let Some(session) = session {
                 session.await;
             }

@@ -25,6 +25,7 @@
 //! hub.run(async { let _ = stopped.await; }).await
 //! # }
 //! ```
+#![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod auth;
@@ -35,6 +36,7 @@ mod echo;
 mod error;
 mod hub;
 mod metrics;
+mod open;
 mod outbox;
 mod page;
 mod parking;

@@ -233,8 +233,7 @@ impl Metrics {
 /// Messages and bytes in and out, in one shard per thread: a worker's four increments per
 /// echoed message land in a cache line that worker alone writes, instead of one line that
 /// every worker takes from the others each time; and as no other thread writes it, they need
-/// no atomic read-modify-write (a locked instruction each, 2% of the server's CPU with 20-byte
-/// messages).
+/// no atomic read-modify-write (a locked instruction each).
 #[derive(Debug, Default)]
 struct Traffic {
     shards: [Shard; SHARDS],

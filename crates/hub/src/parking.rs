@@ -18,8 +18,27 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, watch};
 
-use crate::routes::OpenSession;
+use crate::open::OpenSession;
 use crate::shutdown::stopping;
+
+/// Where and when an idle echo connection is parked.
+#[derive(Debug, Clone)]
+pub(crate) struct Parking {
+    pub(crate) lot: Lot,
+    /// Quiet time after which a connection is parked.
+    pub(crate) after: Duration,
+}
+
+impl Parking {
+    /// Hands an idle connection to the lot; gives it back when it is busy after all or the
+    /// lot takes no more (the hub is shutting down, which its session then sees).
+    // The connection comes back unchanged (see `EchoConnection::park`).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn park(&self, conn: EchoConnection) -> Result<(), EchoConnection> {
+        let parked = conn.park()?;
+        self.lot.park(parked).map_err(|back| back.resume())
+    }
+}
 
 /// An echo connection with what its session needs.
 #[derive(Debug)]

@@ -110,7 +110,7 @@ pub enum ServerMessage {
     /// Someone joined or left. The joiner's own `joined` carries the whole member list; the
     /// others get the name and the count only, and keep their list by adding and removing
     /// names: a join to a room of N then costs N small frames, not N copies of an N-name list
-    /// (which made N joins cost N cubed bytes, and a join-and-leave loop a cheap flood).
+    /// (which would make N joins cost N cubed bytes, and a join-and-leave loop a cheap flood).
     Presence {
         /// The room.
         room: String,

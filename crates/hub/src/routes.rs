@@ -5,26 +5,26 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use duplex::auth::{ConnectionLimit, ConnectionPermit};
+use duplex::hyper::is_upgrade_request;
 use duplex::{Handshake, Rejection as Refusal};
 use duplex::{MaybeTlsStream, WebSocket};
-use http::header::{
-    HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, UPGRADE, WWW_AUTHENTICATE,
-};
-use http::{Method, Request, Response, StatusCode};
-use tokio::sync::{watch, Notify};
+use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::{Method, Response, StatusCode};
+use tokio::sync::watch;
 use tracing::{debug, info};
 
-use crate::auth;
+use crate::auth::Access;
 use crate::broker::{Broker, Mode};
 use crate::config::HubConfig;
-use crate::echo::Parking;
 use crate::metrics::{Metrics, Rejection};
+use crate::open::OpenSession;
 use crate::page;
-use crate::parking::EchoConnection;
+use crate::parking::{EchoConnection, Parking};
 use crate::protocol::{clean_name, valid_room, SUBPROTOCOL};
 use crate::session::Session;
 
@@ -32,6 +32,11 @@ use crate::session::Session;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: HubConfig,
+    /// Who may open a WebSocket.
+    pub(crate) access: Access,
+    /// Open TCP connections, pages and WebSockets together, up to
+    /// [`HubConfig::max_connections`].
+    pub(crate) limit: ConnectionLimit,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) broker: Broker,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -40,44 +45,8 @@ pub(crate) struct Shared {
     pub(crate) parking: Option<Parking>,
 }
 
-/// Counts open TCP connections, for the connection limit and for waiting at shutdown.
-#[derive(Debug, Default)]
-pub(crate) struct OpenConnections {
-    count: AtomicUsize,
-    all_closed: Notify,
-}
-
-impl OpenConnections {
-    /// Counts a new connection; the returned guard uncounts it when dropped. Also says
-    /// whether the connection is within `limit`.
-    pub(crate) fn enter(self: &Arc<Self>, limit: usize) -> (ConnectionGuard, bool) {
-        let before = self.count.fetch_add(1, Relaxed);
-        (ConnectionGuard(self.clone()), before < limit)
-    }
-
-    /// Waits until no connection is open.
-    pub(crate) async fn all_closed(&self) {
-        loop {
-            let notified = self.all_closed.notified();
-            if self.count.load(Relaxed) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-/// Keeps a connection counted while it lives.
-#[derive(Debug)]
-pub(crate) struct ConnectionGuard(Arc<OpenConnections>);
-
-impl Drop for ConnectionGuard {
-    fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Relaxed) == 1 {
-            self.0.all_closed.notify_waiters();
-        }
-    }
-}
+/// What a client refused at the connection limit is told to wait before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The WebSocket endpoints.
 enum Endpoint {
@@ -91,15 +60,14 @@ enum Endpoint {
 pub(crate) type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Answers one connection's request (TLS already terminated, if any): plain HTTP routes are
-/// served here; an upgrade returns the WebSocket session to run. `admitted` is false when the
+/// served here; an upgrade returns the WebSocket session to run. `permit` is `None` when the
 /// hub is at its connection limit: the request is then read and answered with 503, so the
 /// client learns why.
 pub(crate) async fn handle(
     stream: MaybeTlsStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    connection: ConnectionGuard,
-    admitted: bool,
+    permit: Option<ConnectionPermit>,
 ) -> Option<SessionFuture> {
     let config = &shared.config;
     let mut handshake = match Box::pin(Handshake::read(stream, config.chat_ws())).await {
@@ -115,18 +83,14 @@ pub(crate) async fn handle(
     };
     let request = handshake.request();
     let path = request.uri().path().to_owned();
-    if !admitted {
+    let Some(permit) = permit else {
         shared.metrics.reject(Rejection::Capacity);
         info!(%peer, %path, "refused: at the connection limit");
-        let refusal = Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server at capacity, try later",
-        )
-        .with_header(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        let refusal = duplex::Rejection::unavailable("server at capacity, try later", RETRY_AFTER);
         let _ = Box::pin(handshake.respond(refusal.into_response())).await;
         return None;
-    }
-    let endpoint = match (path.as_str(), is_upgrade(request)) {
+    };
+    let endpoint = match (path.as_str(), is_upgrade_request(request)) {
         ("/echo", _) => Endpoint::Echo,
         ("/", true) => Endpoint::Chat("general".to_owned()),
         (p, true) => match p.strip_prefix("/rooms/") {
@@ -146,18 +110,9 @@ pub(crate) async fn handle(
     }
     let mut plain_name = None;
     let upgraded = Box::pin(handshake.upgrade(|incoming| {
-        let query_token = incoming.query_param("token");
-        if let Err(denied) =
-            auth::check(config, incoming.request().headers(), query_token.as_deref())
-        {
-            shared.metrics.reject(denied.metric());
-            let refusal = Refusal::new(denied.status(), denied.reason());
-            return Err(match denied {
-                auth::Denied::Unauthorized => {
-                    refusal.with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
-                }
-                auth::Denied::Origin => refusal,
-            });
+        if let Err(denied) = shared.access.check(incoming.request()) {
+            shared.metrics.reject(denied.metric);
+            return Err(denied.refusal);
         }
         if matches!(endpoint, Endpoint::Chat(_)) {
             incoming.select_protocol(&[SUBPROTOCOL]);
@@ -178,7 +133,7 @@ pub(crate) async fn handle(
             return None;
         }
     };
-    let open = OpenSession::new(&shared.metrics, connection);
+    let open = OpenSession::new(&shared.metrics, permit);
     Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
@@ -202,55 +157,6 @@ pub(crate) async fn handle(
         }
         Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, shared, open)),
     })
-}
-
-/// An open WebSocket: counted in the metrics, and among the connections the shutdown waits
-/// for, while it lives (also while parked, see parking.rs).
-#[derive(Debug)]
-pub(crate) struct OpenSession {
-    metrics: Arc<Metrics>,
-    _connection: ConnectionGuard,
-}
-
-impl OpenSession {
-    pub(crate) fn new(metrics: &Arc<Metrics>, connection: ConnectionGuard) -> Self {
-        metrics.connections_open.fetch_add(1, Relaxed);
-        OpenSession {
-            metrics: metrics.clone(),
-            _connection: connection,
-        }
-    }
-
-    /// The hub's counters.
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
-    }
-}
-
-impl Drop for OpenSession {
-    fn drop(&mut self) {
-        self.metrics.connections_open.fetch_sub(1, Relaxed);
-    }
-}
-
-/// A server-side WebSocket over a loopback connection (never read from), and its place among
-/// the open connections: what a session starts from (for the unit tests of their sizes).
-#[cfg(test)]
-pub(crate) async fn test_connection(
-    metrics: &Arc<Metrics>,
-) -> (WebSocket<MaybeTlsStream>, OpenSession) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let ws = WebSocket::from_raw(
-        MaybeTlsStream::Plain(tcp),
-        duplex::Role::Server,
-        Default::default(),
-        Default::default(),
-    );
-    let (guard, _) = Arc::new(OpenConnections::default()).enter(1);
-    (ws, OpenSession::new(metrics, guard))
 }
 
 /// Sets up a chat connection and returns its session (not an `async fn` around it, which
@@ -284,7 +190,7 @@ fn chat(
         shutdown: shared.shutdown.clone(),
         rate_limit: config.rate_limit,
         send_queue: config.send_queue,
-        close_timeout: config.close_timeout,
+        close_timeout: config.websocket.close_timeout,
         _open: open,
     };
     session.run(ws)
@@ -353,12 +259,4 @@ fn ok(content_type: &'static str, body: String) -> Response<String> {
         HeaderValue::from_static("nosniff"),
     );
     response
-}
-
-fn is_upgrade<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }

@@ -19,10 +19,10 @@ use tracing::info;
 use crate::broker::{Broker, Command, ConnId, Mode, Registration};
 use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use crate::metrics::Metrics;
+use crate::open::OpenSession;
 use crate::outbox::{outbox, Outbox, OutboxSender};
 use crate::protocol::{ClientMessage, ServerMessage};
 use crate::rate::RateLimit;
-use crate::routes::OpenSession;
 use crate::shutdown::stopping;
 
 /// Everything a chat connection needs besides its socket.
@@ -122,8 +122,18 @@ impl Session {
                     frame = stop => End::Closing(frame),
                 }
             };
-            let _ = self.broker.send(Command::Disconnect { id: self.id }).await;
-            finish(&mut reader, &mut writer, &end, self.close_timeout).await;
+            let (done, disconnected) = oneshot::channel();
+            let _ = self
+                .broker
+                .send(Command::Disconnect { id: self.id, done })
+                .await;
+            let ending = Ending {
+                end: &end,
+                disconnected,
+                close_timeout: self.close_timeout,
+            };
+            // Boxed: the closing handshake's state need not be room in every session.
+            Box::pin(finish(&mut reader, &mut writer, &mut queue_rx, ending)).await;
             info!(
                 conn = self.id,
                 peer = %self.peer,
@@ -224,8 +234,6 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// pings and close replies. Only returns on error.
 ///
 /// The reader needs no way to wake this loop: `flush_control` waits for what it hands over.
-/// (A `Notify` did that twice over, and cost a waiter registered and removed under its lock
-/// for every burst written: 2% of the server's CPU in fan-out.)
 async fn write_loop(
     writer: &mut WebSocketWriter<MaybeTlsStream>,
     queue: &mut Outbox,
@@ -261,19 +269,47 @@ async fn write_loop(
     }
 }
 
+/// How a connection ends, for [`finish`].
+struct Ending<'a> {
+    end: &'a End,
+    /// Fires once the broker has handled the connection's `Disconnect` (see
+    /// [`Command::Disconnect`]).
+    disconnected: oneshot::Receiver<()>,
+    close_timeout: Duration,
+}
+
 /// Completes the closing handshake as far as the way the connection ended allows, within
-/// `close_timeout`.
+/// the close timeout.
 async fn finish(
     reader: &mut WebSocketReader<MaybeTlsStream>,
     writer: &mut WebSocketWriter<MaybeTlsStream>,
-    end: &End,
-    close_timeout: Duration,
+    queue: &mut Outbox,
+    ending: Ending<'_>,
 ) {
+    let Ending {
+        end,
+        disconnected,
+        close_timeout,
+    } = ending;
     let closing = async {
         match end {
-            // Answer the client's close (or write the close frame of the protocol error that
-            // ended the read), which the writer has been told about by the reader.
-            End::PeerClosed(_) | End::ReadFailed(_) => {
+            // The client's requests read before its close frame are owed a reply (a room
+            // list, a history, its own message) ahead of the answer to the close. Once the
+            // broker has handled the disconnect it has handled them, and their replies are in
+            // the outbox; queued now, they go out before the close reply, which the reader
+            // handed over and the writer takes on at its next flush.
+            End::PeerClosed(_) => {
+                let _ = disconnected.await;
+                while let Some(frame) = queue.try_recv() {
+                    if writer.queue_prepared(&frame).is_err() {
+                        break;
+                    }
+                }
+                let _ = writer.flush().await;
+            }
+            // Write the close frame of the protocol error that ended the read (the reader
+            // handed it over), if the transport still takes it.
+            End::ReadFailed(_) => {
                 let _ = writer.flush().await;
             }
             End::WriteFailed(_) => {}
@@ -302,12 +338,12 @@ mod tests {
     use super::Session;
     use crate::broker::{Broker, Mode};
     use crate::metrics::Metrics;
-    use crate::routes::test_connection;
+    use crate::open::test_connection;
 
     /// An idle chat connection costs this future (boxed by the connection's task), both split
-    /// halves inside it, plus its queues (docs/BENCHMARKS.md). It once kept the WebSocket a
-    /// second and third time (`async fn` arguments, and after `split`), the session twice,
-    /// and the broker channel's send future with a copy of the command.
+    /// halves inside it, plus its queues (docs/BENCHMARKS.md). It must not keep the WebSocket a
+    /// second and third time (`async fn` arguments, and after `split`), the session twice, or
+    /// the broker channel's send future with a copy of the command.
     #[tokio::test]
     async fn an_idle_chat_session_stays_small() {
         let metrics = Arc::new(Metrics::default());

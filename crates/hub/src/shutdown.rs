@@ -9,9 +9,9 @@ use tokio::sync::watch;
 
 /// Completes when the hub starts shutting down (or the hub is gone).
 ///
-/// `watch::Receiver::wait_for` locks the channel's waiter list on every poll, which a busy
-/// echo connection paid per message (about 1% of the server's CPU in the 1,000 x 1 KiB echo
-/// benchmark). Once registered with this task's waker, this future looks at the channel's
+/// `watch::Receiver::wait_for` locks the channel's waiter list on every poll, and a busy
+/// session polls this once per message. Once registered with this task's waker, this future
+/// looks at the channel's
 /// version only (one atomic load) and polls the real wait only when the value changed or a
 /// different waker polls it. Nothing is missed: the registered waker is woken by the send, and
 /// a send changes the version before it wakes anyone.

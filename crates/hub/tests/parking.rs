@@ -113,11 +113,12 @@ async fn a_parked_connection_answers_pings_and_closes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connections_get_their_keepalive_pings() {
     let dir = tempfile::tempdir().unwrap();
-    let keepalive = duplex::Config::default().keepalive(
+    let mut config = config(dir.path());
+    config.websocket = config.websocket.keepalive(
         Some(Duration::from_millis(1500)),
         Some(Duration::from_secs(5)),
     );
-    let hub = TestHub::start(config(dir.path()).websocket(keepalive)).await;
+    let hub = TestHub::start(config).await;
     let mut ws = plain(&hub, "/echo").await;
     until_parked(&hub, 1).await;
     // The lot wakes the connection when its ping is due (within its sweep period of 1 s).
