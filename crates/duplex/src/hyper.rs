@@ -11,7 +11,7 @@
 //! use hyper::{Request, Response, body::Incoming};
 //!
 //! async fn handle(mut req: Request<Incoming>) -> Result<Response<String>, Infallible> {
-//!     if !duplex::hyper::is_upgrade_request(&req) {
+//!     if !duplex::is_upgrade_request(&req) {
 //!         return Ok(Response::new("hello, plain HTTP\n".into()));
 //!     }
 //!     match duplex::hyper::upgrade(&mut req, duplex::Config::default()) {
@@ -55,24 +55,6 @@ use crate::{Incoming, Rejection};
 
 /// A WebSocket over a connection hyper upgraded.
 pub type HyperWebSocket = WebSocket<TokioIo<Upgraded>>;
-
-/// Whether the request asks for a WebSocket (`Upgrade: websocket`), to route it to
-/// [`upgrade`] and everything else to plain HTTP handlers.
-///
-/// ```
-/// let req = http::Request::get("/ws").header("upgrade", "WebSocket").body(())?;
-/// assert!(duplex::hyper::is_upgrade_request(&req));
-/// # Ok::<_, http::Error>(())
-/// ```
-pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get_all(http::header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
-}
 
 /// Accepts the upgrade with `config`, whatever the request's path and headers; see
 /// [`upgrade_with`].

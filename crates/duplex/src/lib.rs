@@ -63,7 +63,7 @@ pub use duplex_proto::{CloseCode, CloseFrame, Message, Role, Utf8Bytes};
 pub use error::{Error, Result};
 pub use parked::ParkedWebSocket;
 pub use prepared::PreparedMessage;
-pub use server::{accept, accept_with, Handshake, Incoming, Rejection};
+pub use server::{accept, accept_with, is_upgrade_request, Handshake, Incoming, Rejection};
 pub use split::{WebSocketReader, WebSocketWriter};
 pub use stream::MaybeTlsStream;
 pub use websocket::WebSocket;

@@ -85,6 +85,25 @@ impl Rejection {
     }
 }
 
+/// Whether the request asks for a WebSocket (`Upgrade: websocket`), to route it to
+/// the WebSocket handshake and everything else to plain HTTP handlers (with hyper:
+/// [`crate::hyper::upgrade`]). `Upgrade` may list several protocols (`websocket, h2c`).
+///
+/// ```
+/// let req = http::Request::get("/ws").header("upgrade", "WebSocket").body(())?;
+/// assert!(duplex::is_upgrade_request(&req));
+/// # Ok::<_, http::Error>(())
+/// ```
+pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("websocket"))
+}
+
 /// Accepts a WebSocket connection on `io` with the default [`Config`], whatever the path.
 ///
 /// ```no_run

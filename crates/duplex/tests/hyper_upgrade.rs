@@ -25,7 +25,7 @@ async fn echo(mut ws: duplex::hyper::HyperWebSocket) -> duplex::Result<()> {
 }
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<String>, Infallible> {
-    if req.uri().path() != "/ws" || !duplex::hyper::is_upgrade_request(&req) {
+    if req.uri().path() != "/ws" || !duplex::is_upgrade_request(&req) {
         return Ok(Response::new("a page\n".into()));
     }
     let upgrade = duplex::hyper::upgrade_with(&mut req, Config::default(), |incoming| {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duplex::auth::{ConnectionLimit, ConnectionPermit};
-use duplex::hyper::is_upgrade_request;
+use duplex::is_upgrade_request;
 use duplex::{Handshake, Rejection as Refusal};
 use duplex::{MaybeTlsStream, WebSocket};
 use http::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
