@@ -251,13 +251,17 @@ async fn write_loop(
             frame = queue.recv() => {
                 // Queue what else is already waiting too (up to a write's worth), then write
                 // it all at once: one system call per burst, not per message.
+                // The queue is empty here (the last flush wrote it all), so the burst's own
+                // length is what is queued, counted without asking the writer.
                 let mut next = Some(frame);
+                let mut batch = 0;
                 while let Some(frame) = next.take() {
                     if let Err(e) = writer.queue_prepared(&frame) {
                         return e;
                     }
                     metrics.sent(frame.frame_len());
-                    if writer.buffered() < BATCH_BYTES {
+                    batch += frame.frame_len();
+                    if batch < BATCH_BYTES {
                         next = queue.try_recv();
                     }
                 }
