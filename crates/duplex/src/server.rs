@@ -87,7 +87,7 @@ impl Rejection {
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`), to route it to
 /// the WebSocket handshake and everything else to plain HTTP handlers (with hyper:
-/// [`crate::hyper::upgrade`]). `Upgrade` may list several protocols (`websocket, h2c`).
+/// `duplex::hyper::upgrade`). `Upgrade` may list several protocols (`websocket, h2c`).
 ///
 /// ```
 /// let req = http::Request::get("/ws").header("upgrade", "WebSocket").body(())?;
