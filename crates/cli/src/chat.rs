@@ -1,4 +1,4 @@
-//! `duplex chat URL`: the seeds' readline chat client done properly. Connects, asks for a user
+//! `duplex chat URL`: a chat client with line editing. Connects, asks for a user
 //! name (unless `--name`), then sends each line as a chat message and shows the room as
 //! `[time] name: text`, with presence and history when the server speaks `duplex.v1`, or as
 //! plain text lines when it does not.

@@ -1,9 +1,9 @@
-//! The load generator's connections: the measurement window and counters they share, and the
-//! echo workload over a WebSocket and over plain TCP.
+//! The load generator's connections: the context each connection's task runs in, and the echo
+//! workload over a WebSocket and over plain TCP.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,47 +11,7 @@ use duplex::{Message, WebSocket};
 use futures_util::{FutureExt, SinkExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::report::{histogram, record, Latencies};
-
-/// The measurement window, shared by every task.
-#[derive(Debug)]
-pub(super) struct Window {
-    pub(super) start: Instant,
-    pub(super) end: Instant,
-}
-
-impl Window {
-    pub(super) fn contains(&self, t: Instant) -> bool {
-        t >= self.start && t <= self.end
-    }
-}
-
-/// Counters every task adds to.
-#[derive(Debug, Default)]
-pub(super) struct Totals {
-    /// Messages received in the window.
-    pub(super) messages: AtomicU64,
-    /// Payload bytes received in the window.
-    pub(super) bytes: AtomicU64,
-    /// Messages received since the start (for the progress line).
-    pub(super) seen: AtomicU64,
-    pub(super) errors: AtomicU64,
-    pub(super) connect_errors: AtomicU64,
-    pub(super) first_error: Mutex<Option<String>>,
-}
-
-impl Totals {
-    pub(super) fn error(&self, what: impl std::fmt::Display) {
-        self.errors.fetch_add(1, Relaxed);
-        self.note(what);
-    }
-
-    pub(super) fn note(&self, what: impl std::fmt::Display) {
-        if let Ok(mut first) = self.first_error.lock() {
-            first.get_or_insert_with(|| what.to_string());
-        }
-    }
-}
+use super::measure::{histogram, record, Latencies, Totals, Window};
 
 /// What a connection task needs.
 pub(super) struct Ctx {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 
 use super::connections::{close, Ctx};
-use super::report::{histogram, record, Latencies};
+use super::measure::{histogram, record, Latencies};
 
 /// Slots of the fan-out delivery counts: more than any sensible `--in-flight`.
 const RING: usize = 4096;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use duplex::ClientBuilder;
 use tokio::sync::{Notify, Semaphore};
 
-use super::connections::Totals;
+use super::measure::Totals;
 use super::plans::BenchArgs;
 use super::report::print_idle;
 use super::server_usage::server_rss;

@@ -23,7 +23,8 @@
 //!
 //! This module opens the connections and runs the measurement window; [`plans`] holds the
 //! options, [`connections`] the echo workloads, [`fanout`] and [`idle`] the other two,
-//! [`report`] the histograms and the printed result, [`server_usage`] the `/proc` readings.
+//! [`measure`] the window, counters and histograms they fill, [`report`] the printed result,
+//! [`server_usage`] the `/proc` readings.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -37,15 +38,17 @@ use tokio::sync::Semaphore;
 mod connections;
 mod fanout;
 mod idle;
+mod measure;
 mod plans;
 mod report;
 mod server_usage;
 
-use connections::{raw_echo, ws_echo, Ctx, Totals, Window};
+use connections::{raw_echo, ws_echo, Ctx};
 use fanout::{publish, subscribe, Fanout, PRIMING};
+use measure::{histogram, Totals, Window};
 pub use plans::BenchArgs;
 use plans::{make_payload, Mode};
-use report::{histogram, print_report, Summary};
+use report::{print_report, Summary};
 use server_usage::server_cpu;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {

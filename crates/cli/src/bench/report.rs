@@ -1,25 +1,11 @@
-//! What `duplex bench` reports: latency histograms, and the result as JSON (`--json`) or as
-//! lines for people (bench/compare.sh and bench/report.py read the JSON).
+//! What `duplex bench` reports: the result as JSON (`--json`) or as lines for people
+//! (bench/compare.sh and bench/report.py read the JSON).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-
-use super::connections::Totals;
+use super::measure::{Latencies, Totals};
 use super::plans::{BenchArgs, Mode};
-
-/// What one connection measured.
-pub(super) type Latencies = Histogram<u64>;
-
-pub(super) fn histogram() -> Latencies {
-    // Nanoseconds, 1 ns to 100 s, 3 significant digits.
-    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
-}
-
-pub(super) fn record(hist: &mut Latencies, d: Duration) {
-    hist.saturating_record(d.as_nanos().clamp(1, u128::from(u64::MAX)) as u64);
-}
 
 fn quantile_us(h: &Latencies, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e3
