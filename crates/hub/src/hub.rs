@@ -44,6 +44,8 @@ use crate::store::Store;
 #[derive(Debug)]
 pub struct Hub {
     listeners: Vec<TcpListener>,
+    /// The addresses of `listeners`, with their real ports; never empty.
+    addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     broker_thread: JoinHandle<Result<()>>,
@@ -74,6 +76,10 @@ impl Hub {
             let wanted: Vec<String> = addrs.iter().map(ToString::to_string).collect();
             return Err(HubError::NoListener(wanted.join(", ")));
         }
+        let addrs = listeners
+            .iter()
+            .map(TcpListener::local_addr)
+            .collect::<std::io::Result<Vec<_>>>()?;
         let store = Store::open(&config.data_dir, config.history_limit)?;
         let metrics = Arc::new(Metrics::default());
         let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
@@ -97,6 +103,7 @@ impl Hub {
         });
         Ok(Hub {
             listeners,
+            addrs,
             shared,
             shutdown,
             broker_thread,
@@ -106,15 +113,12 @@ impl Hub {
 
     /// The first address listened on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addrs()[0]
+        self.addrs[0]
     }
 
     /// Every address listened on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.addrs.clone()
     }
 
     /// The hub's counters (also served at `/metrics`).
@@ -128,6 +132,7 @@ impl Hub {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let Hub {
             listeners,
+            addrs: _,
             shared,
             shutdown: stop,
             broker_thread,
