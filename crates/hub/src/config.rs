@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::identity::JwtConfig;
+
 /// Configuration of a [`Hub`](crate::Hub). Every limit has a default that is safe for a
 /// public chat server; the builder methods change one at a time.
 ///
@@ -24,6 +26,10 @@ pub struct HubConfig {
     /// Shared secret required on every WebSocket upgrade, as `Authorization: Bearer TOKEN` or
     /// `?token=TOKEN` (browsers cannot set headers on a WebSocket). `None`: no auth.
     pub token: Option<String>,
+    /// Signed connection tokens (JWT): with this set, every WebSocket upgrade needs a valid
+    /// token (instead of [`HubConfig::token`], which is then not consulted), and the token's
+    /// `sub` is the connection's identity. See [`JwtConfig`].
+    pub jwt: Option<JwtConfig>,
     /// Origins allowed to open WebSockets (`https://host:port`). Empty: any origin. Requests
     /// without an `Origin` header (non-browser clients) are always allowed, since the check
     /// exists to stop other web sites from using a visitor's browser.
@@ -73,6 +79,7 @@ impl HubConfig {
         HubConfig {
             data_dir: data_dir.into(),
             token: None,
+            jwt: None,
             allowed_origins: Vec::new(),
             max_connections: 10_000,
             max_echo_message_size: 16 * 1024 * 1024,
@@ -98,6 +105,12 @@ impl HubConfig {
     /// Sets [`HubConfig::token`].
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sets [`HubConfig::jwt`].
+    pub fn jwt(mut self, jwt: JwtConfig) -> Self {
+        self.jwt = Some(jwt);
         self
     }
 

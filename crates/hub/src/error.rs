@@ -29,6 +29,9 @@ pub enum HubError {
     /// The history database failed.
     #[error("history storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A JWT key or secret cannot be used.
+    #[error("JWT: {0}")]
+    Jwt(#[from] crate::identity::JwtKeyError),
     /// The thread that owns rooms and storage stopped unexpectedly.
     #[error("the room broker stopped unexpectedly")]
     BrokerGone,

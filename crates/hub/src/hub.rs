@@ -80,6 +80,8 @@ impl Hub {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
+        // Keys first: a hub with a JWT key it cannot use must not start (and open no store).
+        let access = Access::new(&config)?;
         let store = Store::open(&config.data_dir, config.history_limit)?;
         let metrics = Arc::new(Metrics::default());
         let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
@@ -92,7 +94,7 @@ impl Hub {
             None => (None, None),
         };
         let shared = Arc::new(Shared {
-            access: Access::new(&config),
+            access,
             limit: ConnectionLimit::new(config.max_connections),
             config,
             metrics,

@@ -35,6 +35,7 @@ mod config;
 mod echo;
 mod error;
 mod hub;
+mod identity;
 mod metrics;
 mod open;
 mod outbox;
@@ -51,5 +52,6 @@ pub use close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW
 pub use config::HubConfig;
 pub use error::{HubError, Result};
 pub use hub::Hub;
+pub use identity::{JwtConfig, JwtKeyError, MIN_SECRET_BYTES};
 pub use metrics::Metrics;
 pub use store::DB_FILE;

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use crate::auth::Access;
 use crate::broker::{Broker, Mode};
 use crate::config::HubConfig;
+use crate::identity::Identity;
 use crate::metrics::{Metrics, Rejection};
 use crate::open::OpenSession;
 use crate::page;
@@ -109,14 +110,32 @@ pub(crate) async fn handle(
         handshake.set_config(config.echo_ws());
     }
     let mut plain_name = None;
+    let mut identity = None;
     let upgraded = Box::pin(handshake.upgrade(|incoming| {
-        if let Err(denied) = shared.access.check(incoming.request()) {
-            shared.metrics.reject(denied.metric);
-            return Err(denied.refusal);
-        }
-        if matches!(endpoint, Endpoint::Chat(_)) {
-            incoming.select_protocol(&[SUBPROTOCOL]);
-            plain_name = incoming.query_param("name").and_then(|n| clean_name(&n));
+        identity = match shared.access.check(incoming.request()) {
+            Ok(identity) => identity,
+            Err(denied) => {
+                shared.metrics.reject(denied.metric);
+                return Err(denied.refusal);
+            }
+        };
+        if let Endpoint::Chat(room) = &endpoint {
+            let json = incoming.select_protocol(&[SUBPROTOCOL]).is_some();
+            match &identity {
+                // A plain client's only room is the URL's: refused here, before the upgrade,
+                // since it has no way to read a JSON error. JSON clients' joins are checked
+                // by their session.
+                Some(id) if !json && !id.may_join(room) => {
+                    shared.metrics.reject(Rejection::Forbidden);
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "this token does not allow this room",
+                    ));
+                }
+                // With a token, the name is the token's: `?name=` is ignored.
+                Some(_) => {}
+                None => plain_name = incoming.query_param("name").and_then(|n| clean_name(&n)),
+            }
         }
         Ok::<(), Refusal>(())
     }))
@@ -155,8 +174,20 @@ pub(crate) async fn handle(
             let shutdown = shared.shutdown.clone();
             Box::pin(crate::echo::run(session, shutdown, shared.parking.clone()))
         }
-        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, shared, open)),
+        Endpoint::Chat(room) => {
+            let who = Who {
+                plain_name,
+                identity: identity.map(Arc::new),
+            };
+            Box::pin(chat(ws, peer, room, who, shared, open))
+        }
     })
+}
+
+/// Who a chat connection says it is: a plain client's `?name=`, or a token's identity.
+struct Who {
+    plain_name: Option<String>,
+    identity: Option<Arc<Identity>>,
 }
 
 /// Sets up a chat connection and returns its session (not an `async fn` around it, which
@@ -165,7 +196,7 @@ fn chat(
     ws: WebSocket<MaybeTlsStream>,
     peer: SocketAddr,
     room: String,
-    plain_name: Option<String>,
+    who: Who,
     shared: Arc<Shared>,
     open: OpenSession,
 ) -> impl Future<Output = ()> + Send {
@@ -176,7 +207,11 @@ fn chat(
     } else {
         Mode::Plain
     };
-    let name = plain_name.unwrap_or_else(|| format!("guest-{id}"));
+    let name = match (&who.identity, who.plain_name) {
+        (Some(identity), _) => identity.name.clone(),
+        (None, Some(name)) => name,
+        (None, None) => format!("guest-{id}"),
+    };
     info!(conn = id, %peer, %room, ?mode, "chat connection opened");
     let config = &shared.config;
     let session = Session {
@@ -185,6 +220,7 @@ fn chat(
         room,
         mode,
         name,
+        identity: who.identity,
         broker: shared.broker.clone(),
         metrics: shared.metrics.clone(),
         shutdown: shared.shutdown.clone(),
