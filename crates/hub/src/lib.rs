@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod api;
 mod auth;
 mod broker;
 mod close;
@@ -37,6 +38,7 @@ mod error;
 mod hub;
 mod identity;
 mod metrics;
+mod net;
 mod open;
 mod outbox;
 mod page;
@@ -49,7 +51,7 @@ mod shutdown;
 mod store;
 
 pub use close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW};
-pub use config::HubConfig;
+pub use config::{Cidr, HubConfig, Secret};
 pub use error::{HubError, Result};
 pub use hub::Hub;
 pub use identity::{JwtConfig, JwtKeyError, MIN_SECRET_BYTES};

@@ -23,6 +23,7 @@ use crate::broker::{Broker, Mode};
 use crate::config::HubConfig;
 use crate::identity::Identity;
 use crate::metrics::{Metrics, Rejection};
+use crate::net::{client_ip, PerIp};
 use crate::open::OpenSession;
 use crate::page;
 use crate::parking::{EchoConnection, Parking};
@@ -44,6 +45,8 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     /// Where idle echo connections are parked (`None`: they keep their tasks).
     pub(crate) parking: Option<Parking>,
+    /// Open connections per client address (`None`: not limited).
+    pub(crate) per_ip: Option<PerIp>,
 }
 
 /// What a client refused at the connection limit is told to wait before trying again.
@@ -91,6 +94,27 @@ pub(crate) async fn handle(
         let _ = Box::pin(handshake.respond(refusal.into_response())).await;
         return None;
     };
+    let client = client_ip(peer, request.headers(), &config.trusted_proxies);
+    let ip_permit = match &shared.per_ip {
+        None => None,
+        Some(per_ip) => match per_ip.try_acquire(client) {
+            Some(permit) => Some(permit),
+            None => {
+                shared.metrics.reject(Rejection::Capacity);
+                info!(%peer, %client, %path, "refused: too many connections from this address");
+                let refusal = Refusal::unavailable(
+                    "too many connections from your address, try later",
+                    RETRY_AFTER,
+                );
+                let _ = Box::pin(handshake.respond(refusal.into_response())).await;
+                return None;
+            }
+        },
+    };
+    if path == "/api" || path.starts_with("/api/") {
+        Box::pin(crate::api::serve(handshake, &shared, peer)).await;
+        return None;
+    }
     let endpoint = match (path.as_str(), is_upgrade_request(request)) {
         ("/echo", _) => Endpoint::Echo,
         ("/", true) => Endpoint::Chat("general".to_owned()),
@@ -152,7 +176,7 @@ pub(crate) async fn handle(
             return None;
         }
     };
-    let open = OpenSession::new(&shared.metrics, permit);
+    let open = OpenSession::new(&shared.metrics, permit).with_ip(ip_permit);
     Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
@@ -243,13 +267,22 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         return;
     }
     let path = request.uri().path();
+    // With an admin listener, health and metrics are served there only.
+    let admin_here = shared.config.admin_addr.is_none();
+    if path == "/metrics"
+        && admin_here
+        && shared.config.api_key.is_some()
+        && !crate::api::authorized(request, shared)
+    {
+        shared.metrics.reject(Rejection::Unauthorized);
+        let refusal = Refusal::unauthorized("/metrics needs the API key (Authorization: Bearer)");
+        let _ = handshake.respond(refusal.into_response()).await;
+        return;
+    }
     let response = match path {
-        "/healthz" => Some(ok("text/plain; charset=utf-8", "ok\n".to_owned())),
-        "/metrics" => Some(ok(
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(),
-        )),
-        "/" | "/index.html" => Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned())),
+        "/healthz" | "/metrics" if !admin_here => None,
+        "/healthz" | "/metrics" => admin_response(path, &shared.metrics),
+        "/" | "/index.html" => Some(page_response()),
         "/chat.js" => Some(ok(
             "text/javascript; charset=utf-8",
             page::CHAT_JS.to_owned(),
@@ -257,9 +290,7 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         "/chat.css" => Some(ok("text/css; charset=utf-8", page::CHAT_CSS.to_owned())),
         p => match p.strip_prefix("/rooms/") {
             // The page itself opens the room named in its address.
-            Some(room) if valid_room(room) => {
-                Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned()))
-            }
+            Some(room) if valid_room(room) => Some(page_response()),
             _ => None,
         },
     };
@@ -281,6 +312,41 @@ async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: 
         "no such endpoint: try / (chat page or room general), /rooms/NAME, /echo, /healthz, /metrics",
     );
     let _ = handshake.respond(refusal.into_response()).await;
+}
+
+/// The answers of the admin routes (on the admin listener, or on the main port without one).
+pub(crate) fn admin_response(path: &str, metrics: &Metrics) -> Option<Response<String>> {
+    match path {
+        "/healthz" => Some(ok("text/plain; charset=utf-8", "ok\n".to_owned())),
+        "/metrics" => Some(ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.render(),
+        )),
+        _ => None,
+    }
+}
+
+/// What the page may load and run: its own script, style sheet and WebSocket, nothing else
+/// (no inline script or style, no other origin, no framing by other sites). The favicon is an
+/// empty `data:` URL.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// The chat page, with the headers that keep what it shows from being abused: a CSP, no
+/// referrer (a `?token=` in its URL must not leak to other sites).
+fn page_response() -> Response<String> {
+    let mut response = ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 fn ok(content_type: &'static str, body: String) -> Response<String> {
