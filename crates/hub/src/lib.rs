@@ -13,7 +13,11 @@
 //! - **Fan-out** encodes a message once ([`duplex::PreparedMessage`]); a recipient that
 //!   falls [`HubConfig::send_queue`] messages behind is closed with [`CLOSE_TOO_SLOW`].
 //! - **Limits and auth** before the upgrade: token (401), `Origin` (403), connection count
-//!   (503); after it: message size (1009) and rate (1008).
+//!   (503, also per client address); after it: message size (1009) and rate (1008).
+//! - **Identity**: with [`HubConfig::jwt`], a signed token's `sub` is who a connection is,
+//!   and its claims say which rooms it may join and whether it may send.
+//! - **A backend API** under `/api/` with [`HubConfig::api_key`]: publish into a room, read
+//!   history, presence and the room list over HTTP.
 //!
 //! ```no_run
 //! use duplex_hub::{Hub, HubConfig};

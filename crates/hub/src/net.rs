@@ -141,8 +141,8 @@ fn parse_node(value: &str) -> Option<IpAddr> {
     v.parse::<SocketAddr>().ok().map(|s| s.ip())
 }
 
-/// Open connections per client address, for [`HubConfig::max_connections_per_ip`]
-/// (crate::HubConfig::max_connections_per_ip).
+/// Open connections per client address, for
+/// [`HubConfig::max_connections_per_ip`](crate::HubConfig::max_connections_per_ip).
 #[derive(Debug, Clone)]
 pub(crate) struct PerIp {
     max: usize,

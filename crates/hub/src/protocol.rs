@@ -2,6 +2,10 @@
 //! what the hub answers, and the rules for room and user names.
 //!
 //! Every message is one JSON object in one text frame, with a `"type"` field.
+//!
+//! With signed tokens (JWT) on the hub, a connection's first message is
+//! [`ServerMessage::Identity`]: the name it speaks under, which a client then shows instead of
+//! asking for one, and sends no other (a `join` may leave out its `name`).
 
 use serde::{Deserialize, Serialize};
 
