@@ -27,7 +27,9 @@ pub struct ChatArgs {
     /// The chat server: ws://HOST:PORT/ (room "general" on `duplex serve`) or
     /// ws://HOST:PORT/rooms/NAME.
     url: String,
-    /// Your name in the room; asked for when not given (in a pipe: the first line of stdin).
+    /// Your name in the room; asked for when not given (in a pipe: the first line of stdin),
+    /// unless a token is given: a hub with signed tokens (JWT) takes the name from the token
+    /// (and refuses another), so with --token or --token-file no name is asked for.
     #[arg(long)]
     name: Option<String>,
     /// The room to join (duplex.v1 servers; default: the URL's room).
@@ -63,6 +65,13 @@ async fn chat(args: ChatArgs) -> Result<(), Failure> {
         format: BinaryFormat::Hex,
     };
     let ws = connector.connect(&mut out).await?;
+    // With a token the hub may know who this is: the join then goes without a name, and the
+    // hub's `identity` message says which one it is (see `Chat::show`).
+    let has_token = args.client.token.is_some() || args.client.token_file.is_some();
+    let given_name = match given_name {
+        None if has_token => Some(String::new()),
+        other => other,
+    };
     let opts = Options {
         keep_open: false,
         replies: None,
@@ -105,7 +114,11 @@ async fn chat(args: ChatArgs) -> Result<(), Failure> {
         welcome(&mut out, &name);
         let mut chat = Chat::new(name.clone(), args.room.clone(), true);
         let (tx, mut input) = mpsc::channel::<Input>(16);
-        let prompt = style.sent(&format!("{name}> "));
+        let prompt = if name.is_empty() {
+            style.sent("> ")
+        } else {
+            style.sent(&format!("{name}> "))
+        };
         let forwarder = tokio::spawn(interactive::forward(reader, prompt, tx, printer, style));
         let result = session::run(&connector, ws, &mut chat, &mut input, &mut out, opts).await;
         forwarder.abort();
@@ -141,7 +154,11 @@ fn bad_name(name: &str) -> String {
 
 /// The seeds' greeting.
 fn welcome(out: &mut Sink, name: &str) {
-    out.note(&format!("Welcome {name}! You can start chatting now."));
+    if name.is_empty() {
+        out.note("Welcome! You can start chatting now.");
+    } else {
+        out.note(&format!("Welcome {name}! You can start chatting now."));
+    }
     out.note("Type your message and press Enter to send:");
 }
 
@@ -259,6 +276,13 @@ impl Chat {
                     .collect();
                 out.note(&format!("rooms: {}", list.join(", ")));
             }
+            ServerMessage::Identity { name, .. } => {
+                // The token's name is the one the hub shows: own messages come back under it.
+                if name != self.name {
+                    out.note(&format!("signed in as {name} (from the token)"));
+                }
+                self.name = name;
+            }
             ServerMessage::Error { code, message } => {
                 // The message that caused it will not come back.
                 self.echoes.clear();
@@ -299,7 +323,11 @@ impl Session for Chat {
             return Vec::new();
         }
         self.history_pending = true;
-        let mut join = serde_json::json!({ "type": "join", "name": self.name });
+        let mut join = serde_json::json!({ "type": "join" });
+        // Without a name the hub uses the token's (and refuses the join if it has none).
+        if !self.name.is_empty() {
+            join["name"] = self.name.as_str().into();
+        }
         if let Some(room) = &self.room {
             join["room"] = room.as_str().into();
         }
@@ -316,6 +344,10 @@ impl Session for Chat {
     fn line(&mut self, line: String, _out: &mut Sink) -> Option<Message> {
         if !self.json {
             // The seeds' convention for plain-text chat: "name: text".
+            if self.name.is_empty() {
+                // A hub with signed tokens names plain clients itself.
+                return Some(Message::text(line));
+            }
             return Some(Message::text(format!("{}: {line}", self.name)));
         }
         let mut send = serde_json::json!({ "type": "send", "text": line });

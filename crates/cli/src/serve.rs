@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use duplex_hub::{Hub, HubConfig, RedisConfig};
-use tracing::info;
+use duplex_hub::{Hub, HubConfig, JwtConfig, RedisConfig};
+use tracing::{info, warn};
 
 /// Options of `duplex serve`.
 #[derive(Debug, Args)]
@@ -24,8 +24,44 @@ pub struct ServeArgs {
     data: PathBuf,
     /// Require this token on every WebSocket upgrade, as `Authorization: Bearer TOKEN` or
     /// `?token=TOKEN` (open the page as http://HOST:PORT/?token=TOKEN). Missing or wrong: 401.
-    #[arg(long)]
+    /// Anyone on this machine can read it in the process list: prefer --token-file or
+    /// DUPLEX_TOKEN.
+    #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
+    /// Read the shared token from this file (surrounding whitespace ignored); the
+    /// environment variable DUPLEX_TOKEN is used when neither flag is given.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Signed connection tokens (JWT, HS256) with the secret in this file (at least 32
+    /// bytes; DUPLEX_JWT_SECRET when not given): a connection speaks as its token's `sub`,
+    /// within its `rooms` and `publish` claims. Replaces the shared token.
+    #[arg(long, value_name = "PATH")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Signed connection tokens (JWT, RS256 or ES256) checked with this PEM public key
+    /// (repeatable: a token signed by any of them is accepted, for key rotation).
+    #[arg(long = "jwt-public-key", value_name = "PATH")]
+    jwt_public_keys: Vec<PathBuf>,
+    /// The audience (`aud`) a JWT must name.
+    #[arg(long, value_name = "AUD")]
+    jwt_audience: Option<String>,
+    /// The issuer (`iss`) a JWT must have.
+    #[arg(long, value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// Turn on the backend API under /api/ with the key in this file (DUPLEX_API_KEY when not
+    /// given); with it, /metrics also needs the key unless --admin-addr is set.
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// Serve /metrics and /healthz on this address only (e.g. 127.0.0.1:9090), not on the
+    /// main port.
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// Believe X-Forwarded-For / Forwarded from peers in this network (a reverse proxy, e.g.
+    /// 10.0.0.0/8; repeatable). From others those headers are ignored.
+    #[arg(long = "trust-proxy", value_name = "CIDR")]
+    trust_proxies: Vec<duplex_hub::Cidr>,
+    /// Connections one client address may hold open; more get 503.
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
     /// Accept WebSockets from pages of this origin only, e.g. https://chat.example.com
     /// (repeatable). Others get 403; clients that send no Origin are not affected.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
@@ -104,8 +140,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .history_limit(args.history_limit)
         .send_queue(args.send_queue)
         .park_after((args.park_after > 0.0).then(|| Duration::from_secs_f64(args.park_after)));
-    if let Some(token) = &args.token {
-        config = config.token(token.clone());
+    let secrets = Secrets::read(&args)?;
+    let token_required = secrets.token.is_some() || secrets.jwt.is_some();
+    if let Some(token) = secrets.token {
+        config = config.token(token);
+    }
+    if let Some(jwt) = secrets.jwt {
+        config = config.jwt(jwt);
+    }
+    if let Some(key) = secrets.api_key {
+        config = config.api_key(key);
+    }
+    if let Some(addr) = args.admin_addr {
+        config = config.admin_addr(addr);
+    }
+    for net in &args.trust_proxies {
+        config = config.trust_proxy(*net);
+    }
+    if let Some(n) = args.max_connections_per_ip {
+        config = config.max_connections_per_ip(n);
     }
     for origin in &args.allowed_origins {
         config = config.allowed_origin(origin.clone());
@@ -134,6 +187,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(_) => "history in Redis".to_owned(),
         None => format!("history in {}", args.data.display()),
     };
+    let shutdown = shutdown_signal();
     let hub = Hub::bind(&addrs, config)
         .await
         .with_context(|| format!("cannot start the server ({history})"))?;
@@ -147,34 +201,129 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let port = shown.port();
     // Scripts read the first line (the tests and the Autobahn runner take its ws:// URL).
     println!("duplex serving {http}://{host}:{port}/ (chat), echo at {ws}://{host}:{port}/echo");
-    if args.token.is_some() {
+    if token_required {
         println!("a token is required: open {http}://{host}:{port}/?token=TOKEN");
+    }
+    if let Some(admin) = hub.admin_addr() {
+        println!("metrics at http://{admin}/metrics");
     }
     info!("chat {history}");
 
-    hub.run(shutdown_signal()).await?;
+    hub.run(shutdown).await?;
     Ok(())
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and docker send).
-async fn shutdown_signal() {
+/// The secrets of `duplex serve`, from files or the environment (never needed on argv).
+struct Secrets {
+    token: Option<String>,
+    jwt: Option<JwtConfig>,
+    api_key: Option<String>,
+}
+
+impl Secrets {
+    fn read(args: &ServeArgs) -> anyhow::Result<Secrets> {
+        let token = match (&args.token, &args.token_file) {
+            (Some(token), _) => {
+                warn!(
+                    "--token on the command line can be read by anyone on this machine; \
+                     use --token-file or DUPLEX_TOKEN"
+                );
+                Some(token.clone())
+            }
+            (None, Some(path)) => Some(read_secret(path, "--token-file")?),
+            (None, None) => env_secret("DUPLEX_TOKEN"),
+        };
+        let secret = match &args.jwt_secret_file {
+            Some(path) => Some(read_secret(path, "--jwt-secret-file")?),
+            None => env_secret("DUPLEX_JWT_SECRET"),
+        };
+        let mut jwt = None;
+        if secret.is_some() || !args.jwt_public_keys.is_empty() {
+            let mut config = JwtConfig::default();
+            if let Some(secret) = secret {
+                config = config.secret(secret.into_bytes());
+            }
+            for path in &args.jwt_public_keys {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("--jwt-public-key {}", path.display()))?;
+                config = config.public_key(pem);
+            }
+            if let Some(aud) = &args.jwt_audience {
+                config = config.audience(aud.clone());
+            }
+            if let Some(iss) = &args.jwt_issuer {
+                config = config.issuer(iss.clone());
+            }
+            if token.is_some() {
+                warn!("JWT is on: the shared token is not used");
+            }
+            jwt = Some(config);
+        } else if args.jwt_audience.is_some() || args.jwt_issuer.is_some() {
+            anyhow::bail!(
+                "--jwt-audience and --jwt-issuer need --jwt-secret-file, DUPLEX_JWT_SECRET or \
+                 --jwt-public-key"
+            );
+        }
+        let api_key = match &args.api_key_file {
+            Some(path) => Some(read_secret(path, "--api-key-file")?),
+            None => env_secret("DUPLEX_API_KEY"),
+        };
+        Ok(Secrets {
+            token,
+            jwt,
+            api_key,
+        })
+    }
+}
+
+/// A secret from a file, without the surrounding whitespace (an editor's final newline).
+fn read_secret(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    let secret = text.trim();
+    if secret.is_empty() {
+        anyhow::bail!("{flag} {}: the file is empty", path.display());
+    }
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-                    _ = term.recv() => info!("SIGTERM received"),
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                warn!(
+                    "{flag} {}: readable by other users (chmod 600 it)",
+                    path.display()
+                );
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+    Ok(secret.to_owned())
+}
+
+/// A secret from an environment variable; empty counts as unset.
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what `kill`, systemd and docker send).
+///
+/// The SIGTERM handler is installed when this is called, not when the future is first
+/// polled: called before the hub binds, a SIGTERM that comes as soon as the server answers
+/// its first request is a graceful shutdown, not the default action's immediate exit.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                _ = term.recv() => info!("SIGTERM received"),
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

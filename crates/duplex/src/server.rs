@@ -250,6 +250,52 @@ where
         self.config = config;
     }
 
+    /// Reads the `len` bytes of a request body that follow the head (those that came with
+    /// the head first), within what is left of [`Config::handshake_timeout`], so that a plain
+    /// HTTP route can take a small body (an API's JSON) before it [`respond`](Self::respond)s.
+    ///
+    /// The caller decides `len` (from `Content-Length`) and must bound it first: this
+    /// allocates `len` bytes. A transport that ends before `len` bytes fails with
+    /// [`Error::Handshake`]; the time running out, with [`Error::Timeout`].
+    ///
+    /// ```no_run
+    /// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
+    /// let mut handshake = duplex::Handshake::read(tcp, duplex::Config::default()).await?;
+    /// let len: usize = handshake.request().headers().get("content-length")
+    ///     .and_then(|v| v.to_str().ok()?.parse().ok())
+    ///     .unwrap_or(0);
+    /// if len <= 64 * 1024 {
+    ///     let body = handshake.read_body(len).await?;
+    ///     handshake.respond(http::Response::new(format!("{} bytes\n", body.len()))).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_body(&mut self, len: usize) -> Result<bytes::Bytes> {
+        use tokio::io::AsyncReadExt;
+        let mut body = BytesMut::with_capacity(len);
+        let early = self.buf.len().min(len);
+        body.extend_from_slice(&self.buf.split_to(early));
+        let io = &mut self.io;
+        let read = timeout_at(self.deadline, async {
+            while body.len() < len {
+                // `read_buf` would fill the spare capacity; limit it to what is still owed,
+                // so that bytes after the body stay in the transport.
+                let mut chunk = (&mut *io).take((len - body.len()) as u64);
+                if chunk.read_buf(&mut body).await? == 0 {
+                    return Err(Error::Handshake(HandshakeError::Malformed(
+                        "connection closed before the body was complete".into(),
+                    )));
+                }
+            }
+            Ok(())
+        })
+        .await;
+        match read {
+            Err(_) => Err(Error::Timeout("opening handshake")),
+            Ok(result) => result.map(|()| body.freeze()),
+        }
+    }
+
     /// Answers with a plain HTTP response (the connection is then closed) and returns the
     /// transport.
     pub async fn respond(mut self, response: Response<String>) -> Result<S> {

@@ -286,6 +286,57 @@ async fn plain_http_on_the_same_port() {
 }
 
 #[tokio::test]
+async fn a_plain_route_reads_the_body_behind_the_head() {
+    bounded(async {
+        let (addr, server) = accept_one(|tcp| async move {
+            let mut handshake = duplex::Handshake::read(tcp, Config::default())
+                .await
+                .unwrap();
+            let body = handshake.read_body(11).await.unwrap();
+            handshake
+                .respond(http::Response::new(format!("got {}", body.len())))
+                .await
+                .unwrap();
+            body
+        });
+        // Head and the body's start in one write, its end in another.
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let head = request_head("POST", "/api", &[("Content-Length", "11")]);
+        tcp.write_all(format!("{head}hello").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        tcp.write_all(b" world").await.unwrap();
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw).await.unwrap();
+        let resp = duplex_testkit::http::parse_response(&raw);
+        assert_eq!(resp.body, "got 11");
+        assert_eq!(&server.await.unwrap()[..], b"hello world");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error() {
+    bounded(async {
+        let (addr, server) = accept_one(|tcp| async move {
+            let mut handshake = duplex::Handshake::read(tcp, Config::default())
+                .await
+                .unwrap();
+            handshake.read_body(100).await.map(|_| ())
+        });
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let head = request_head("POST", "/api", &[("Content-Length", "100")]);
+        tcp.write_all(format!("{head}short").as_bytes())
+            .await
+            .unwrap();
+        tcp.shutdown().await.unwrap();
+        assert!(matches!(server.await.unwrap(), Err(Error::Handshake(_))));
+    })
+    .await
+}
+
+#[tokio::test]
 async fn frames_sent_right_behind_the_request_are_not_lost() {
     bounded(async {
         let (addr, server) = accept_one(|tcp| async move {

@@ -11,6 +11,12 @@ const token = params.get("token");
 
 const state = {
   name: localStorage.getItem("duplex.name") || "",
+  // Set by the server's "identity" message (a hub with signed tokens): the name is the
+  // token's, and the page never asks for or sends another.
+  identity: null,
+  // With a token the page first joins without a name, in case the token names it; a hub with
+  // a shared token answers "bad_name", and from then on the page's own name is sent.
+  ownName: !token,
   room: roomFromPath() || "general",
   rooms: new Map(), // name -> { messages: [], lastSeq: 0, members: [] }
   known: new Map(), // name -> { members, last_seq } from the server's room list
@@ -81,7 +87,8 @@ function send(obj) {
 // (a first visit gets the room's recent history instead).
 function join(room) {
   const r = roomState(room);
-  const msg = { type: "join", room, name: state.name };
+  const msg = { type: "join", room };
+  if (state.ownName && !state.identity) msg.name = state.name;
   if (r.lastSeq > 0) msg.since = r.lastSeq;
   send(msg);
 }
@@ -114,7 +121,22 @@ const handlers = {
     state.known = new Map(list.rooms.map((r) => [r.name, r]));
     renderRooms();
   },
-  error(e) { notice(`⚠ ${e.message}`); },
+  identity(i) {
+    state.identity = i;
+    state.name = i.name;
+    $("welcome").close();
+    showMe();
+  },
+  error(e) {
+    if (e.code === "bad_name" && !state.identity && !state.ownName) {
+      // A shared token, not a signed one: the server wants a name of ours after all.
+      state.ownName = true;
+      if (state.name) join(state.room);
+      else $("welcome").showModal();
+      return;
+    }
+    notice(`⚠ ${e.message}`);
+  },
 };
 
 function addMessage(m) {
@@ -237,23 +259,36 @@ window.onpopstate = () => {
   }
 };
 
+function showMe() {
+  $("me").textContent = state.name ? `signed in as ${state.name}` : "";
+  $("me").title = state.identity ? "the name your token gives you" : "";
+  $("me").dataset.fixed = state.identity ? "true" : "false";
+  $("me").hidden = !state.name;
+}
+
 function start() {
-  $("me").textContent = `signed in as ${state.name}`;
-  $("me").hidden = false;
+  showMe();
   renderRoom();
   connect();
 }
 
 $("name-form").onsubmit = () => {
   const name = $("name-input").value.trim();
-  if (!name) return false;
+  if (!name || state.identity) return false;
   state.name = name;
   localStorage.setItem("duplex.name", name);
   $("welcome").close();
-  start();
+  if (state.ws) {
+    // Asked for by a hub with a shared token, on a connection that is already open.
+    showMe();
+    join(state.room);
+  } else {
+    start();
+  }
 };
 
-if (state.name) {
+if (state.name || token) {
+  // With a token the name may come from it: connect first, ask only if the hub wants one.
   start();
 } else {
   renderRoom();

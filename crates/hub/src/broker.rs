@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
 use crate::close::{CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN};
-use crate::cluster::{self, ClusterEvent, JoinReply, Link, Refused};
+use crate::cluster::{self, ClusterEvent, JoinReply, Link, Reading, Refused, ReplyTo};
 use crate::config::HubConfig;
 use crate::error::{HubError, Result};
 use crate::feed::{resume_after, Replay, RoomEvent, Snapshot};
@@ -123,6 +123,31 @@ pub(crate) enum Command {
     Cluster(ClusterEvent),
     /// Commit, close the store and end the thread (graceful shutdown).
     Shutdown,
+    // ---- The backend API (`api.rs`): requests from no connection, each with its reply. ----
+    /// Store and deliver a message from a backend, like a member's `Send`; the reply is the
+    /// message's seq, sent once its batch is committed (or why it was refused).
+    ApiPublish {
+        room: String,
+        from: String,
+        text: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    /// Stored messages of a room after `since` (or the last `limit`), oldest first.
+    ApiHistory {
+        room: String,
+        since: Option<u64>,
+        limit: u64,
+        reply: oneshot::Sender<Result<Vec<ChatMessage>, String>>,
+    },
+    /// The names of a room's members, in order of arrival.
+    ApiPresence {
+        room: String,
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    /// Every room with members or history, as `{"type":"rooms"}` lists them.
+    ApiRooms {
+        reply: oneshot::Sender<Vec<RoomInfo>>,
+    },
 }
 
 impl From<ClusterEvent> for Command {
@@ -315,6 +340,8 @@ struct Pending {
     sender: ConnId,
     sender_mode: Mode,
     at: Instant,
+    /// A backend's message ([`API_SENDER`]): told the seq once the batch is committed.
+    reply: Option<oneshot::Sender<Result<u64, String>>>,
 }
 
 /// The two forms of one event, each encoded once for all its recipients.
@@ -322,6 +349,10 @@ struct Frames {
     json: Option<PreparedMessage>,
     plain: Option<PreparedMessage>,
 }
+
+/// The sender of a backend's message: no connection has id 0 (ids count from 1), so no
+/// member is skipped as its sender and no error goes to a connection.
+const API_SENDER: ConnId = 0;
 
 #[derive(Debug)]
 struct State {
@@ -428,6 +459,20 @@ impl State {
                 return;
             }
             Command::Cluster(event) => self.cluster_event(event),
+            Command::ApiPublish {
+                room,
+                from,
+                text,
+                reply,
+            } => self.api_publish(room, from, text, reply),
+            Command::ApiHistory {
+                room,
+                since,
+                limit,
+                reply,
+            } => self.api_history(&room, since, limit, reply),
+            Command::ApiPresence { room, reply } => self.api_presence(&room, reply),
+            Command::ApiRooms { reply } => self.api_rooms(reply),
             Command::Send { .. } | Command::Shutdown => {}
         }
         self.settle();
@@ -685,6 +730,7 @@ impl State {
                     from: conn.name.clone(),
                     text,
                     plain: conn.mode == Mode::Plain,
+                    stored: None,
                 };
                 if let Err(refused) = link.publish(publish) {
                     self.refuse(id, refused);
@@ -712,6 +758,7 @@ impl State {
                     sender: id,
                     sender_mode,
                     at,
+                    reply: None,
                 });
             }
             Err(e) => {
@@ -746,7 +793,10 @@ impl State {
             self.settle();
             return;
         }
-        for p in pending {
+        for mut p in pending {
+            if let Some(reply) = p.reply.take() {
+                let _ = reply.send(Ok(p.msg.seq));
+            }
             let room = p.msg.room.clone();
             let message = RoomEvent::Message {
                 msg: p.msg,
@@ -816,17 +866,24 @@ impl State {
     }
 
     fn list_rooms(&mut self, id: ConnId) {
-        let stored = match &self.backend {
-            Backend::Shared(link) => {
-                if let Err(refused) = link.rooms(id) {
-                    self.refuse(id, refused);
-                }
-                return;
+        if let Backend::Shared(link) = &self.backend {
+            if let Err(refused) = link.rooms(ReplyTo::Conn(id)) {
+                self.refuse(id, refused);
             }
+            return;
+        }
+        let rooms = self.local_rooms();
+        self.send_rooms(id, rooms);
+    }
+
+    /// Every room with history or members on this node alone, by name.
+    fn local_rooms(&self) -> Vec<RoomInfo> {
+        let stored = match &self.backend {
             Backend::Local(store) => store.rooms().unwrap_or_else(|e| {
                 warn!("cannot list rooms: {e}");
                 Vec::new()
             }),
+            Backend::Shared(_) => Vec::new(),
         };
         let mut rooms: Vec<RoomInfo> = stored
             .into_iter()
@@ -846,7 +903,7 @@ impl State {
             }
         }
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        self.send_rooms(id, rooms);
+        rooms
     }
 
     fn send_rooms(&mut self, id: ConnId, rooms: Vec<RoomInfo>) {
@@ -1074,6 +1131,133 @@ impl State {
                 self.remove_member(room, id, &conn.name, conn.mode);
             }
         }
+    }
+
+    // ---- The backend API: the same numbering, store, commit and delivery as a member's. ----
+
+    /// Numbers and stores a backend's message; `flush` delivers it and replies with its seq.
+    /// A room nobody is in is not loaded: its number comes from the store (which sees the
+    /// batch's own uncommitted messages), and there is nobody to deliver to. With Redis, the
+    /// reply comes once Redis stored it, and delivery from the room's channel as for any
+    /// message.
+    fn api_publish(
+        &mut self,
+        room: String,
+        from: String,
+        text: String,
+        reply: oneshot::Sender<Result<u64, String>>,
+    ) {
+        if !valid_room(&room) {
+            let _ = reply.send(Err("bad room name".to_owned()));
+            return;
+        }
+        let Some(from) = clean_name(&from) else {
+            let _ = reply.send(Err(
+                "from is 1 to 32 characters, no control characters".to_owned()
+            ));
+            return;
+        };
+        let store = match &mut self.backend {
+            Backend::Local(store) => store,
+            Backend::Shared(link) => {
+                // Refused: the reply is dropped, which the API answers with 503.
+                let _ = link.publish(cluster::Publish {
+                    id: API_SENDER,
+                    room,
+                    from,
+                    text,
+                    plain: false,
+                    stored: Some(reply),
+                });
+                return;
+            }
+        };
+        let last_seq = match self.rooms.get(&room) {
+            Some(r) => r.last_seq,
+            None => match store.last_seq(&room) {
+                Ok(seq) => seq,
+                Err(e) => {
+                    error!(%room, "cannot read the room's history: {e}");
+                    let _ = reply.send(Err("storage".to_owned()));
+                    return;
+                }
+            },
+        };
+        let msg = ChatMessage {
+            room,
+            seq: last_seq + 1,
+            from,
+            time: now_ms(),
+            text,
+        };
+        if let Err(e) = store.append(&msg) {
+            error!(room = %msg.room, "cannot store a message: {e}");
+            let _ = reply.send(Err("storage".to_owned()));
+            return;
+        }
+        if let Some(r) = self.rooms.get_mut(&msg.room) {
+            r.last_seq = msg.seq;
+        }
+        self.metrics.stored_messages.fetch_add(1, Relaxed);
+        // A failed commit drops `reply`, which the API answers as a storage error.
+        self.pending.push(Pending {
+            msg,
+            sender: API_SENDER,
+            sender_mode: Mode::Json,
+            at: Instant::now(),
+            reply: Some(reply),
+        });
+    }
+
+    fn api_history(
+        &mut self,
+        room: &str,
+        since: Option<u64>,
+        limit: u64,
+        reply: oneshot::Sender<Result<Vec<ChatMessage>, String>>,
+    ) {
+        let store = match &self.backend {
+            Backend::Local(store) => store,
+            Backend::Shared(link) => {
+                let replay = since.map_or(Replay::Recent(limit), Replay::After);
+                let _ = link.read(cluster::Read {
+                    room: room.to_owned(),
+                    what: Reading::History {
+                        replay,
+                        limit,
+                        reply,
+                    },
+                });
+                return;
+            }
+        };
+        let stored = match since {
+            Some(after) => store.since(room, after, limit),
+            None => store.recent(room, limit),
+        };
+        let _ = reply.send(stored.map_err(|e| {
+            error!(%room, "cannot read the room's history: {e}");
+            "storage".to_owned()
+        }));
+    }
+
+    fn api_presence(&mut self, room: &str, reply: oneshot::Sender<Vec<String>>) {
+        if let Backend::Shared(link) = &self.backend {
+            let _ = link.read(cluster::Read {
+                room: room.to_owned(),
+                what: Reading::Presence { reply },
+            });
+            return;
+        }
+        let _ = reply.send(self.member_names(room));
+    }
+
+    fn api_rooms(&mut self, reply: oneshot::Sender<Vec<RoomInfo>>) {
+        if let Backend::Shared(link) = &self.backend {
+            let _ = link.rooms(ReplyTo::Api(reply));
+            return;
+        }
+        let _ = reply.send(self.local_rooms());
     }
 }
 
@@ -1681,5 +1865,98 @@ mod tests {
         let received = carl.received();
         assert!(received[0].get("gap").is_none());
         assert_eq!(replayed(&received), [4]);
+    }
+
+    // ---- The backend API. ----
+
+    #[test]
+    fn an_api_message_is_numbered_stored_and_delivered_like_a_members() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        let mut bob = rig.connect(2, Mode::Plain, "bob", Some("lobby"));
+        ann.received();
+        rig.say(&ann, None, "first");
+        ann.received();
+        bob.texts();
+        let (reply, mut seq) = oneshot::channel();
+        rig.state.handle(Command::ApiPublish {
+            room: "lobby".into(),
+            from: "backend".into(),
+            text: "deploy done".into(),
+            reply,
+        });
+        // Not before the commit.
+        assert!(seq.try_recv().is_err());
+        rig.state.flush();
+        assert_eq!(seq.try_recv().unwrap(), Ok(2));
+        let to_ann = ann.received();
+        assert_eq!(to_ann[0]["seq"], 2);
+        assert_eq!(to_ann[0]["from"], "backend");
+        assert_eq!(bob.texts(), ["backend: deploy done"]);
+    }
+
+    #[test]
+    fn an_api_message_to_an_empty_room_is_kept_for_its_next_joiner() {
+        let mut rig = Rig::with_defaults();
+        rig.fill("news", 2);
+        for text in ["a", "b"] {
+            let (reply, mut seq) = oneshot::channel();
+            rig.run(Command::ApiPublish {
+                room: "news".into(),
+                from: "feed".into(),
+                text: text.into(),
+                reply,
+            });
+            assert!(seq.try_recv().unwrap().is_ok());
+        }
+        assert!(
+            !rig.state.rooms.contains_key("news"),
+            "not loaded for nobody"
+        );
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "news", Some("ann"), Some(0));
+        assert_eq!(replayed(&ann.received()), [1, 2, 3, 4]);
+        let (reply, mut bad) = oneshot::channel();
+        rig.run(Command::ApiPublish {
+            room: "no spaces".into(),
+            from: "feed".into(),
+            text: "x".into(),
+            reply,
+        });
+        assert!(bad.try_recv().unwrap().is_err());
+    }
+
+    #[test]
+    fn the_api_reads_history_presence_and_rooms() {
+        let mut rig = Rig::with_defaults();
+        rig.fill("lobby", 5);
+        let _ann = rig.joined(1, "ann", "lobby");
+        let _bob = rig.connect(2, Mode::Plain, "bob", Some("lobby"));
+        let (reply, mut history) = oneshot::channel();
+        rig.run(Command::ApiHistory {
+            room: "lobby".into(),
+            since: Some(2),
+            limit: 2,
+            reply,
+        });
+        let seqs: Vec<u64> = history
+            .try_recv()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(seqs, [3, 4]);
+        let (reply, mut presence) = oneshot::channel();
+        rig.run(Command::ApiPresence {
+            room: "lobby".into(),
+            reply,
+        });
+        assert_eq!(presence.try_recv().unwrap(), ["ann", "bob"]);
+        let (reply, mut rooms) = oneshot::channel();
+        rig.run(Command::ApiRooms { reply });
+        let rooms = rooms.try_recv().unwrap();
+        assert_eq!(rooms.len(), 1);
+        assert_eq!((rooms[0].members, rooms[0].last_seq), (2, 5));
     }
 }

@@ -3,6 +3,37 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::identity::JwtConfig;
+pub use crate::net::Cidr;
+
+/// A secret (an API key) that `Debug` does not print, so that it stays out of logs.
+///
+/// ```
+/// let key = duplex_hub::Secret::new("k3y");
+/// assert_eq!(key.expose(), "k3y");
+/// assert!(!format!("{key:?}").contains("k3y"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        Secret(secret.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Configuration of a [`Hub`](crate::Hub). Every limit has a default that is safe for a
 /// public chat server; the builder methods change one at a time.
 ///
@@ -24,6 +55,24 @@ pub struct HubConfig {
     /// Shared secret required on every WebSocket upgrade, as `Authorization: Bearer TOKEN` or
     /// `?token=TOKEN` (browsers cannot set headers on a WebSocket). `None`: no auth.
     pub token: Option<String>,
+    /// Signed connection tokens (JWT): with this set, every WebSocket upgrade needs a valid
+    /// token (instead of [`HubConfig::token`], which is then not consulted), and the token's
+    /// `sub` is the connection's identity. See [`JwtConfig`].
+    pub jwt: Option<JwtConfig>,
+    /// The key backends present (`Authorization: Bearer KEY`) to use the HTTP API under
+    /// `/api/` (see the README); `None`: the API is off (404). Also guards `/metrics` when
+    /// [`HubConfig::admin_addr`] is not set.
+    pub api_key: Option<Secret>,
+    /// A separate address for `/metrics` and `/healthz` (say `127.0.0.1:9090`, reachable only
+    /// from the host); the main port then no longer serves them.
+    pub admin_addr: Option<std::net::SocketAddr>,
+    /// Peers (reverse proxies) whose `X-Forwarded-For` or `Forwarded` header is believed for
+    /// the client's address; from any other peer these headers are ignored, since anyone can
+    /// send them.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Connections one client address may hold open at once (pages and WebSockets); more get
+    /// 503. `None`: no limit per address.
+    pub max_connections_per_ip: Option<usize>,
     /// Origins allowed to open WebSockets (`https://host:port`). Empty: any origin. Requests
     /// without an `Origin` header (non-browser clients) are always allowed, since the check
     /// exists to stop other web sites from using a visitor's browser.
@@ -132,6 +181,11 @@ impl HubConfig {
         HubConfig {
             data_dir: data_dir.into(),
             token: None,
+            jwt: None,
+            api_key: None,
+            admin_addr: None,
+            trusted_proxies: Vec::new(),
+            max_connections_per_ip: None,
             allowed_origins: Vec::new(),
             max_connections: 10_000,
             max_echo_message_size: 16 * 1024 * 1024,
@@ -158,6 +212,36 @@ impl HubConfig {
     /// Sets [`HubConfig::token`].
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sets [`HubConfig::jwt`].
+    pub fn jwt(mut self, jwt: JwtConfig) -> Self {
+        self.jwt = Some(jwt);
+        self
+    }
+
+    /// Sets [`HubConfig::api_key`].
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(Secret::new(key));
+        self
+    }
+
+    /// Sets [`HubConfig::admin_addr`].
+    pub fn admin_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.admin_addr = Some(addr);
+        self
+    }
+
+    /// Adds a network to [`HubConfig::trusted_proxies`].
+    pub fn trust_proxy(mut self, net: Cidr) -> Self {
+        self.trusted_proxies.push(net);
+        self
+    }
+
+    /// Sets [`HubConfig::max_connections_per_ip`].
+    pub fn max_connections_per_ip(mut self, n: usize) -> Self {
+        self.max_connections_per_ip = Some(n);
         self
     }
 

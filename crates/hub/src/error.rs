@@ -33,6 +33,9 @@ pub enum HubError {
     /// unreachable, and reports itself degraded until it can reach it).
     #[error("Redis: {0}")]
     Redis(String),
+    /// A JWT key or secret cannot be used.
+    #[error("JWT: {0}")]
+    Jwt(#[from] crate::identity::JwtKeyError),
     /// The thread that owns rooms and storage stopped unexpectedly.
     #[error("the room broker stopped unexpectedly")]
     BrokerGone,

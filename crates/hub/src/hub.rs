@@ -53,6 +53,8 @@ pub struct Hub {
     redis_engine: Option<tokio::task::JoinHandle<()>>,
     /// Where parked echo connections enter the lot, which `run` starts.
     lot_entrance: Option<Entrance>,
+    /// The listener of [`HubConfig::admin_addr`], if set.
+    admin: Option<TcpListener>,
 }
 
 impl Hub {
@@ -82,6 +84,16 @@ impl Hub {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
+        // Keys first: a hub with a JWT key it cannot use must not start (and open no store).
+        let access = Access::new(&config)?;
+        let admin = match config.admin_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| HubError::NoListener(format!("{addr} (admin: {e})")))?,
+            ),
+            None => None,
+        };
         // With Redis, the history is there and nothing is kept in the data directory.
         let store = match config.redis {
             None => Some(Store::open(&config.data_dir, config.history_limit)?),
@@ -98,8 +110,9 @@ impl Hub {
             }
             None => (None, None),
         };
+        let config_per_ip = config.max_connections_per_ip.map(crate::net::PerIp::new);
         let shared = Arc::new(Shared {
-            access: Access::new(&config),
+            access,
             limit: ConnectionLimit::new(config.max_connections),
             config,
             metrics,
@@ -108,6 +121,7 @@ impl Hub {
             shutdown: shutdown_rx,
             next_id: AtomicU64::new(1),
             parking,
+            per_ip: config_per_ip,
         });
         Ok(Hub {
             listeners,
@@ -117,7 +131,14 @@ impl Hub {
             broker_thread: started.thread,
             redis_engine,
             lot_entrance,
+            admin,
         })
+    }
+
+    /// The address of the admin listener (`/metrics`, `/healthz`), if
+    /// [`HubConfig::admin_addr`] is set (with the real port when bound to port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The first address listened on (with the real port when bound to port 0).
@@ -147,6 +168,7 @@ impl Hub {
             broker_thread,
             redis_engine,
             lot_entrance,
+            admin,
         } = self;
         let lot = lot_entrance.map(|entrance| {
             let shared = shared.clone();
@@ -172,6 +194,12 @@ impl Hub {
                 info!(%addr, "listening");
             }
             accepting.spawn(accept_loop(listener, shared.clone()));
+        }
+        if let Some(admin) = admin {
+            if let Ok(addr) = admin.local_addr() {
+                info!(%addr, "admin listening (/metrics, /healthz)");
+            }
+            accepting.spawn(admin_loop(admin, shared.clone()));
         }
         shutdown.await;
 
@@ -263,6 +291,42 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             if let Some(session) = session {
                 session.await;
             }
+        });
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on the admin listener: plain HTTP, nothing else, no
+/// WebSocket, no TLS (it is meant for the host or a private network only).
+async fn admin_loop(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!("admin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let stream = MaybeTlsStream::Plain(tcp);
+            let Ok(handshake) = duplex::Handshake::read(stream, shared.config.chat_ws()).await
+            else {
+                return;
+            };
+            let request = handshake.request();
+            let response = (request.method() == http::Method::GET)
+                .then(|| routes::admin_response(request.uri().path(), &shared))
+                .flatten()
+                .unwrap_or_else(|| {
+                    duplex::Rejection::new(
+                        http::StatusCode::NOT_FOUND,
+                        "the admin listener serves GET /metrics and GET /healthz",
+                    )
+                    .into_response()
+                });
+            debug!(%peer, path = request.uri().path(), "admin request");
+            let _ = handshake.respond(response).await;
         });
     }
 }

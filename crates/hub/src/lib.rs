@@ -13,7 +13,11 @@
 //! - **Fan-out** encodes a message once ([`duplex::PreparedMessage`]); a recipient that
 //!   falls [`HubConfig::send_queue`] messages behind is closed with [`CLOSE_TOO_SLOW`].
 //! - **Limits and auth** before the upgrade: token (401), `Origin` (403), connection count
-//!   (503); after it: message size (1009) and rate (1008).
+//!   (503, also per client address); after it: message size (1009) and rate (1008).
+//! - **Identity**: with [`HubConfig::jwt`], a signed token's `sub` is who a connection is,
+//!   and its claims say which rooms it may join and whether it may send.
+//! - **A backend API** under `/api/` with [`HubConfig::api_key`]: publish into a room, read
+//!   history, presence and the room list over HTTP.
 //!
 //! ```no_run
 //! use duplex_hub::{Hub, HubConfig};
@@ -28,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod api;
 mod auth;
 mod broker;
 mod close;
@@ -37,7 +42,9 @@ mod echo;
 mod error;
 mod feed;
 mod hub;
+mod identity;
 mod metrics;
+mod net;
 mod open;
 mod outbox;
 mod page;
@@ -52,8 +59,9 @@ mod store;
 pub use close::{
     CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN,
 };
-pub use config::{HubConfig, RedisConfig};
+pub use config::{Cidr, HubConfig, RedisConfig, Secret};
 pub use error::{HubError, Result};
 pub use hub::Hub;
+pub use identity::{JwtConfig, JwtKeyError, MIN_SECRET_BYTES};
 pub use metrics::Metrics;
 pub use store::DB_FILE;

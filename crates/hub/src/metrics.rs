@@ -15,6 +15,8 @@ pub(crate) enum Rejection {
     Unauthorized,
     /// 403: `Origin` not allowed.
     Origin,
+    /// 403: a token that does not allow the room of the URL.
+    Forbidden,
     /// 503: too many connections.
     Capacity,
     /// 404: unknown path or invalid room name.
@@ -24,9 +26,10 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 5] = [
+    const ALL: [Rejection; 6] = [
         Rejection::Unauthorized,
         Rejection::Origin,
+        Rejection::Forbidden,
         Rejection::Capacity,
         Rejection::NotFound,
         Rejection::BadRequest,
@@ -36,6 +39,7 @@ impl Rejection {
         match self {
             Rejection::Unauthorized => "unauthorized",
             Rejection::Origin => "origin",
+            Rejection::Forbidden => "forbidden",
             Rejection::Capacity => "capacity",
             Rejection::NotFound => "not_found",
             Rejection::BadRequest => "bad_request",
@@ -61,7 +65,7 @@ pub struct Metrics {
     pub(crate) rooms: AtomicI64,
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
-    rejections: [AtomicU64; 5],
+    rejections: [AtomicU64; Rejection::ALL.len()],
     fanout: Histogram,
     pub(crate) redis: RedisMetrics,
 }

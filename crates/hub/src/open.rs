@@ -8,12 +8,16 @@ use std::sync::Arc;
 use duplex::auth::ConnectionPermit;
 
 use crate::metrics::Metrics;
+use crate::net::IpPermit;
 
 /// Counts a WebSocket as open until dropped.
 #[derive(Debug)]
 pub(crate) struct OpenSession {
     metrics: Arc<Metrics>,
     _permit: ConnectionPermit,
+    /// Its place among its client address's connections (boxed: most hubs set no limit per
+    /// address, and every idle connection would pay for the room).
+    _ip: Option<Box<IpPermit>>,
 }
 
 impl OpenSession {
@@ -22,7 +26,14 @@ impl OpenSession {
         OpenSession {
             metrics: metrics.clone(),
             _permit: permit,
+            _ip: None,
         }
+    }
+
+    /// Holds `ip` (the connection's place in its address's count) while the session lives.
+    pub(crate) fn with_ip(mut self, ip: Option<IpPermit>) -> Self {
+        self._ip = ip.map(Box::new);
+        self
     }
 
     /// The hub's counters.

@@ -2,6 +2,10 @@
 //! what the hub answers, and the rules for room and user names.
 //!
 //! Every message is one JSON object in one text frame, with a `"type"` field.
+//!
+//! With signed tokens (JWT) on the hub, a connection's first message is
+//! [`ServerMessage::Identity`]: the name it speaks under, which a client then shows instead of
+//! asking for one, and sends no other (a `join` may leave out its `name`).
 
 use serde::{Deserialize, Serialize};
 
@@ -158,12 +162,28 @@ pub enum ServerMessage {
         /// Rooms with members or history.
         rooms: Vec<RoomInfo>,
     },
+    /// Who the connection is, from its token (JWT): sent once, as the first message, to a
+    /// connection that opened with a signed token, and never otherwise. The connection joins
+    /// under `name` (a join may leave out its `name`; one with another name is refused with
+    /// the error `identity`), only rooms that `rooms` allows (others: `forbidden_room`), and
+    /// may send only if `publish` (else: `read_only`).
+    Identity {
+        /// The token's subject.
+        sub: String,
+        /// The name the connection speaks under (the token's `name`, or `sub`).
+        name: String,
+        /// The rooms it may join (names, or `prefix.*`); absent: every room.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rooms: Option<Vec<String>>,
+        /// Whether it may send messages.
+        publish: bool,
+    },
     /// A request could not be carried out; the connection stays open.
     Error {
         /// Machine-readable: `bad_request`, `bad_name`, `bad_room`, `not_joined`,
         /// `too_many_rooms`, `storage` (the history could not be written or read), `unavailable`
         /// (the shared store of a multi-node hub is unreachable: try again), `busy` (too many
-        /// requests waiting for it).
+        /// requests waiting for it), and with a token `identity`, `forbidden_room`, `read_only`.
         code: String,
         /// Human-readable.
         message: String,

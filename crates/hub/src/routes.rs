@@ -21,7 +21,9 @@ use tracing::{debug, info};
 use crate::auth::Access;
 use crate::broker::{Broker, Mode};
 use crate::config::HubConfig;
+use crate::identity::Identity;
 use crate::metrics::{Metrics, Rejection};
+use crate::net::{client_ip, PerIp};
 use crate::open::OpenSession;
 use crate::page;
 use crate::parking::{EchoConnection, Parking};
@@ -45,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) next_id: AtomicU64,
     /// Where idle echo connections are parked (`None`: they keep their tasks).
     pub(crate) parking: Option<Parking>,
+    /// Open connections per client address (`None`: not limited).
+    pub(crate) per_ip: Option<PerIp>,
 }
 
 /// What a client refused at the connection limit is told to wait before trying again.
@@ -92,6 +96,27 @@ pub(crate) async fn handle(
         let _ = Box::pin(handshake.respond(refusal.into_response())).await;
         return None;
     };
+    let client = client_ip(peer, request.headers(), &config.trusted_proxies);
+    let ip_permit = match &shared.per_ip {
+        None => None,
+        Some(per_ip) => match per_ip.try_acquire(client) {
+            Some(permit) => Some(permit),
+            None => {
+                shared.metrics.reject(Rejection::Capacity);
+                info!(%peer, %client, %path, "refused: too many connections from this address");
+                let refusal = Refusal::unavailable(
+                    "too many connections from your address, try later",
+                    RETRY_AFTER,
+                );
+                let _ = Box::pin(handshake.respond(refusal.into_response())).await;
+                return None;
+            }
+        },
+    };
+    if path == "/api" || path.starts_with("/api/") {
+        Box::pin(crate::api::serve(handshake, &shared, peer)).await;
+        return None;
+    }
     let endpoint = match (path.as_str(), is_upgrade_request(request)) {
         ("/echo", _) => Endpoint::Echo,
         ("/", true) => Endpoint::Chat("general".to_owned()),
@@ -111,14 +136,32 @@ pub(crate) async fn handle(
         handshake.set_config(config.echo_ws());
     }
     let mut plain_name = None;
+    let mut identity = None;
     let upgraded = Box::pin(handshake.upgrade(|incoming| {
-        if let Err(denied) = shared.access.check(incoming.request()) {
-            shared.metrics.reject(denied.metric);
-            return Err(denied.refusal);
-        }
-        if matches!(endpoint, Endpoint::Chat(_)) {
-            incoming.select_protocol(&[SUBPROTOCOL]);
-            plain_name = incoming.query_param("name").and_then(|n| clean_name(&n));
+        identity = match shared.access.check(incoming.request()) {
+            Ok(identity) => identity,
+            Err(denied) => {
+                shared.metrics.reject(denied.metric);
+                return Err(denied.refusal);
+            }
+        };
+        if let Endpoint::Chat(room) = &endpoint {
+            let json = incoming.select_protocol(&[SUBPROTOCOL]).is_some();
+            match &identity {
+                // A plain client's only room is the URL's: refused here, before the upgrade,
+                // since it has no way to read a JSON error. JSON clients' joins are checked
+                // by their session.
+                Some(id) if !json && !id.may_join(room) => {
+                    shared.metrics.reject(Rejection::Forbidden);
+                    return Err(Refusal::new(
+                        StatusCode::FORBIDDEN,
+                        "this token does not allow this room",
+                    ));
+                }
+                // With a token, the name is the token's: `?name=` is ignored.
+                Some(_) => {}
+                None => plain_name = incoming.query_param("name").and_then(|n| clean_name(&n)),
+            }
         }
         Ok::<(), Refusal>(())
     }))
@@ -135,7 +178,7 @@ pub(crate) async fn handle(
             return None;
         }
     };
-    let open = OpenSession::new(&shared.metrics, permit);
+    let open = OpenSession::new(&shared.metrics, permit).with_ip(ip_permit);
     Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
@@ -157,8 +200,20 @@ pub(crate) async fn handle(
             let shutdown = shared.shutdown.clone();
             Box::pin(crate::echo::run(session, shutdown, shared.parking.clone()))
         }
-        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, plain_name, shared, open)),
+        Endpoint::Chat(room) => {
+            let who = Who {
+                plain_name,
+                identity: identity.map(Arc::new),
+            };
+            Box::pin(chat(ws, peer, room, who, shared, open))
+        }
     })
+}
+
+/// Who a chat connection says it is: a plain client's `?name=`, or a token's identity.
+struct Who {
+    plain_name: Option<String>,
+    identity: Option<Arc<Identity>>,
 }
 
 /// Sets up a chat connection and returns its session (not an `async fn` around it, which
@@ -167,7 +222,7 @@ fn chat(
     ws: WebSocket<MaybeTlsStream>,
     peer: SocketAddr,
     room: String,
-    plain_name: Option<String>,
+    who: Who,
     shared: Arc<Shared>,
     open: OpenSession,
 ) -> impl Future<Output = ()> + Send {
@@ -178,7 +233,11 @@ fn chat(
     } else {
         Mode::Plain
     };
-    let name = plain_name.unwrap_or_else(|| format!("guest-{id}"));
+    let name = match (&who.identity, who.plain_name) {
+        (Some(identity), _) => identity.name.clone(),
+        (None, Some(name)) => name,
+        (None, None) => format!("guest-{id}"),
+    };
     info!(conn = id, %peer, %room, ?mode, "chat connection opened");
     let config = &shared.config;
     let session = Session {
@@ -187,6 +246,7 @@ fn chat(
         room,
         mode,
         name,
+        identity: who.identity,
         broker: shared.broker.clone(),
         metrics: shared.metrics.clone(),
         shutdown: shared.shutdown.clone(),
@@ -209,23 +269,22 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         return;
     }
     let path = request.uri().path();
+    // With an admin listener, health and metrics are served there only.
+    let admin_here = shared.config.admin_addr.is_none();
+    if path == "/metrics"
+        && admin_here
+        && shared.config.api_key.is_some()
+        && !crate::api::authorized(request, shared)
+    {
+        shared.metrics.reject(Rejection::Unauthorized);
+        let refusal = Refusal::unauthorized("/metrics needs the API key (Authorization: Bearer)");
+        let _ = handshake.respond(refusal.into_response()).await;
+        return;
+    }
     let response = match path {
-        "/healthz" => Some(match &shared.redis {
-            Some(redis) if !redis.is_up() => {
-                let mut degraded = ok(
-                    "text/plain; charset=utf-8",
-                    "degraded: Redis is unreachable; reconnecting\n".to_owned(),
-                );
-                *degraded.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                degraded
-            }
-            _ => ok("text/plain; charset=utf-8", "ok\n".to_owned()),
-        }),
-        "/metrics" => Some(ok(
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(),
-        )),
-        "/" | "/index.html" => Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned())),
+        "/healthz" | "/metrics" if !admin_here => None,
+        "/healthz" | "/metrics" => admin_response(path, shared),
+        "/" | "/index.html" => Some(page_response()),
         "/chat.js" => Some(ok(
             "text/javascript; charset=utf-8",
             page::CHAT_JS.to_owned(),
@@ -233,9 +292,7 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         "/chat.css" => Some(ok("text/css; charset=utf-8", page::CHAT_CSS.to_owned())),
         p => match p.strip_prefix("/rooms/") {
             // The page itself opens the room named in its address.
-            Some(room) if valid_room(room) => {
-                Some(ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned()))
-            }
+            Some(room) if valid_room(room) => Some(page_response()),
             _ => None,
         },
     };
@@ -257,6 +314,51 @@ async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: 
         "no such endpoint: try / (chat page or room general), /rooms/NAME, /echo, /healthz, /metrics",
     );
     let _ = handshake.respond(refusal.into_response()).await;
+}
+
+/// The answers of the admin routes (on the admin listener, or on the main port without one).
+pub(crate) fn admin_response(path: &str, shared: &Shared) -> Option<Response<String>> {
+    match path {
+        "/healthz" => Some(match &shared.redis {
+            Some(redis) if !redis.is_up() => {
+                let mut degraded = ok(
+                    "text/plain; charset=utf-8",
+                    "degraded: Redis is unreachable; reconnecting\n".to_owned(),
+                );
+                *degraded.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                degraded
+            }
+            _ => ok("text/plain; charset=utf-8", "ok\n".to_owned()),
+        }),
+        "/metrics" => Some(ok(
+            "text/plain; version=0.0.4; charset=utf-8",
+            shared.metrics.render(),
+        )),
+        _ => None,
+    }
+}
+
+/// What the page may load and run: its own script, style sheet and WebSocket, nothing else
+/// (no inline script or style, no other origin, no framing by other sites). The favicon is an
+/// empty `data:` URL.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// The chat page, with the headers that keep what it shows from being abused: a CSP, no
+/// referrer (a `?token=` in its URL must not leak to other sites).
+fn page_response() -> Response<String> {
+    let mut response = ok("text/html; charset=utf-8", page::INDEX_HTML.to_owned());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 fn ok(content_type: &'static str, body: String) -> Response<String> {

@@ -18,6 +18,7 @@ use tracing::info;
 
 use crate::broker::{Broker, Command, ConnId, Mode, Registration};
 use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::open::OpenSession;
 use crate::outbox::{outbox, Outbox, OutboxSender};
@@ -33,8 +34,12 @@ pub(crate) struct Session {
     /// The room of the URL (`/` is `general`).
     pub(crate) room: String,
     pub(crate) mode: Mode,
-    /// The plain client's name (`?name=` or `guest-<id>`); JSON clients name themselves.
+    /// The plain client's name (`?name=` or `guest-<id>`, or the token's); JSON clients name
+    /// themselves unless they have a token.
     pub(crate) name: String,
+    /// With JWT on, who the token says the connection is: it speaks under the token's name,
+    /// joins only the rooms the token allows, and sends only if the token allows it.
+    pub(crate) identity: Option<Arc<Identity>>,
     pub(crate) broker: Broker,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -95,6 +100,12 @@ impl Session {
             kick: kick_tx,
             room: (self.mode == Mode::Plain).then(|| self.room.clone()),
         };
+        if let (Some(identity), Mode::Json) = (&self.identity, self.mode) {
+            // The first frame, ahead of anything the broker queues after `Connect`: the client
+            // learns the name it speaks under before it joins (the page then shows it and
+            // asks for none).
+            let _ = queue_tx.try_send(PreparedMessage::text(identity_message(identity).to_json()));
+        }
         let (mut reader, mut writer) = ws.split();
         async move {
             let end = if self
@@ -184,22 +195,34 @@ impl Session {
                 ));
             }
             let command = match self.mode {
+                // A plain client cannot read an error: a read-only one that talks is closed
+                // with 1008 (policy), its reason saying why.
+                Mode::Plain if !self.may_publish() => {
+                    return End::Closing(CloseFrame::new(
+                        CloseCode::POLICY,
+                        "read-only token: sending is not allowed",
+                    ));
+                }
                 Mode::Plain => Command::Send {
                     id: self.id,
                     room: None,
                     text: text.as_str().to_owned(),
                     at: now,
                 },
-                Mode::Json => match serde_json::from_str::<ClientMessage>(text.as_str()) {
-                    Ok(msg) => self.command(msg, now),
-                    Err(e) => {
-                        let error = ServerMessage::error("bad_request", e.to_string());
-                        // If the queue is full the broker is about to disconnect this client
-                        // anyway; the error adds nothing then.
-                        let _ = local.try_send(PreparedMessage::text(error.to_json()));
-                        continue;
+                Mode::Json => {
+                    let command = serde_json::from_str::<ClientMessage>(text.as_str())
+                        .map_err(|e| ServerMessage::error("bad_request", e.to_string()))
+                        .and_then(|msg| self.command(msg, now));
+                    match command {
+                        Ok(command) => command,
+                        Err(error) => {
+                            // If the queue is full the broker is about to disconnect this
+                            // client anyway; the error adds nothing then.
+                            let _ = local.try_send(PreparedMessage::text(error.to_json()));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             if self.broker.send(command).await.is_err() {
                 return End::Closing(broker_gone());
@@ -207,29 +230,62 @@ impl Session {
         }
     }
 
-    /// The broker command for a JSON request; rooms default to the URL's room.
-    fn command(&self, msg: ClientMessage, at: Instant) -> Command {
+    fn may_publish(&self) -> bool {
+        self.identity.as_ref().is_none_or(|id| id.publish)
+    }
+
+    /// The broker command for a JSON request (rooms default to the URL's room), or the error
+    /// that refuses it: with a token, a join under another name or into a room the token does
+    /// not allow, and a send of a read-only token, are refused here, before the broker.
+    fn command(&self, msg: ClientMessage, at: Instant) -> Result<Command, ServerMessage> {
         let id = self.id;
-        match msg {
+        Ok(match msg {
             ClientMessage::Join {
                 room,
                 name,
                 since,
                 epoch,
-            } => Command::Join {
-                id,
-                room: room.unwrap_or_else(|| self.room.clone()),
-                name,
-                since,
-                epoch,
-            },
+            } => {
+                let room = room.unwrap_or_else(|| self.room.clone());
+                let name = match &self.identity {
+                    None => name,
+                    Some(identity) => {
+                        if name.is_some_and(|n| n.trim() != identity.name) {
+                            return Err(ServerMessage::error(
+                                "identity",
+                                format!("this token speaks as {:?}", identity.name),
+                            ));
+                        }
+                        if !identity.may_join(&room) {
+                            return Err(ServerMessage::error(
+                                "forbidden_room",
+                                format!("this token does not allow room {room:?}"),
+                            ));
+                        }
+                        Some(identity.name.clone())
+                    }
+                };
+                Command::Join {
+                    id,
+                    room,
+                    name,
+                    since,
+                    epoch,
+                }
+            }
             ClientMessage::Leave { room } => Command::Leave {
                 id,
                 room: room.unwrap_or_else(|| self.room.clone()),
             },
+            ClientMessage::Send { .. } if !self.may_publish() => {
+                return Err(ServerMessage::error(
+                    "read_only",
+                    "this token may read but not send",
+                ));
+            }
             ClientMessage::Send { room, text } => Command::Send { id, room, text, at },
             ClientMessage::Rooms => Command::Rooms { id },
-        }
+        })
     }
 }
 
@@ -336,6 +392,16 @@ async fn finish(
     let _ = tokio::time::timeout(close_timeout, closing).await;
 }
 
+/// What a connection with a token is told first.
+fn identity_message(identity: &Identity) -> ServerMessage {
+    ServerMessage::Identity {
+        sub: identity.sub.clone(),
+        name: identity.name.clone(),
+        rooms: identity.rooms.as_ref().map(|rooms| rooms.to_strings()),
+        publish: identity.publish,
+    }
+}
+
 fn broker_gone() -> CloseFrame {
     CloseFrame::new(CloseCode::INTERNAL, "server error")
 }
@@ -366,6 +432,7 @@ mod tests {
             room: "general".to_owned(),
             mode: Mode::Plain,
             name: "guest-1".to_owned(),
+            identity: None,
             broker,
             metrics: metrics.clone(),
             shutdown,

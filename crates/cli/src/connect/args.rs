@@ -18,9 +18,14 @@ pub struct ClientArgs {
     /// Send this Origin header (for servers that only accept pages of some origins).
     #[arg(long, value_name = "ORIGIN")]
     pub origin: Option<String>,
-    /// Authenticate with `Authorization: Bearer TOKEN`.
-    #[arg(long, value_name = "TOKEN")]
+    /// Authenticate with `Authorization: Bearer TOKEN` (visible to other users of this
+    /// machine in the process list: prefer --token-file).
+    #[arg(long, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
+    /// Authenticate with the token in this file (`Authorization: Bearer`; surrounding
+    /// whitespace is ignored). A signed token (JWT) also gives `duplex chat` its name.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Also trust the CA certificates in this PEM file (wss://; a private CA or a self-signed
     /// server certificate).
     #[arg(long, value_name = "FILE")]
@@ -94,9 +99,16 @@ pub struct Connector {
 impl Connector {
     /// Checks the URL and options and keeps them for connecting.
     pub fn new(url: &str, args: &ClientArgs, protocols: Vec<String>) -> Result<Self, Failure> {
+        let mut args = args.clone();
+        if let Some(path) = args.token_file.take() {
+            // Read once: every reconnect sends the same token.
+            let token = std::fs::read_to_string(&path)
+                .map_err(|e| Failure::usage(format!("--token-file {}: {e}", path.display())))?;
+            args.token = Some(token.trim().to_owned());
+        }
         let connector = Connector {
             url: url.to_owned(),
-            args: args.clone(),
+            args,
             protocols,
         };
         connector.builder()?;

@@ -20,7 +20,7 @@ use super::keys::Keys;
 use super::scripts::Scripts;
 use super::subscriber::{SubRequest, Tracks};
 use super::wire::{self, BadReply};
-use super::{member_id, ClusterEvent, ConnId, Join, Publish, Request, Settings};
+use super::{member_id, ClusterEvent, ConnId, Join, Publish, ReplyTo, Request, Settings};
 use crate::feed::{new_epoch, Replay};
 use crate::protocol::RoomInfo;
 
@@ -191,8 +191,12 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
                 engine.join(join).await;
                 engine.done(1);
             }
-            Request::Rooms { id } => {
-                engine.rooms(id).await;
+            Request::Rooms { to } => {
+                engine.rooms(to).await;
+                engine.done(1);
+            }
+            Request::Read(read) => {
+                engine.read(read).await;
                 engine.done(1);
             }
             Request::Leave { id, room } => engine.leave(id, room).await,
@@ -225,22 +229,35 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         }
         let results = self.shared.run(&self.scripts, cmds).await;
         for (p, result) in batch.into_iter().zip(results.into_iter().step_by(2)) {
-            match result {
-                Ok(_) => {
+            match result
+                .map_err(|e| e.to_string())
+                .and_then(|v| wire::int(v).map_err(|e| e.to_string()))
+            {
+                Ok(seq) => {
                     self.shared
                         .settings
                         .metrics
                         .stored_messages
                         .fetch_add(1, Ordering::Relaxed);
+                    if let Some(stored) = p.stored {
+                        let _ = stored.send(Ok(seq));
+                    }
                 }
                 Err(e) => {
                     warn!(room = %p.room, "cannot store a message in Redis: {e}");
-                    self.shared
-                        .tell(ClusterEvent::PublishFailed {
-                            id: p.id,
-                            room: p.room,
-                        })
-                        .await;
+                    match p.stored {
+                        Some(stored) => {
+                            let _ = stored.send(Err("storage".to_owned()));
+                        }
+                        None => {
+                            self.shared
+                                .tell(ClusterEvent::PublishFailed {
+                                    id: p.id,
+                                    room: p.room,
+                                })
+                                .await;
+                        }
+                    }
                 }
             }
         }
@@ -287,31 +304,16 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         if !subscribed.await.unwrap_or(false) {
             return Err(BadReply("not subscribed".into()));
         }
-        let settings = &self.shared.settings;
-        let (mode, n) = match join.replay {
-            Replay::None => ("none", 0),
-            Replay::Recent(n) => ("recent", n),
-            Replay::After(since) => ("after", since.min(i64::MAX as u64)),
-        };
-        let ttl = settings.presence_ttl.as_millis().max(1) as u64;
-        let keys = self.shared.keys.room(&join.room);
-        let mut cmd = self.scripts.join.on(&keys);
-        cmd.arg(member_id(&self.shared.node, join.id))
-            .arg(&join.name)
-            .arg(ttl)
-            .arg(new_epoch())
-            .arg(mode)
-            .arg(n)
-            .arg(join.client_epoch.as_deref().unwrap_or(""))
-            .arg(settings.history_limit.max(1))
-            .arg(if join.register { "1" } else { "0" });
-        let result = self.shared.run(&self.scripts, vec![cmd]).await.pop();
-        let value = match result {
-            Some(Ok(value)) => value,
-            Some(Err(e)) => return Err(BadReply(e.to_string())),
-            None => return Err(BadReply("no reply".into())),
-        };
-        let reply = wire::join_reply(&join.room, value, mode == "recent")?;
+        let member = Some((member_id(&self.shared.node, join.id), join.name.as_str()))
+            .filter(|_| join.register);
+        let reply = self
+            .read_room(
+                &join.room,
+                join.replay,
+                join.client_epoch.as_deref(),
+                member,
+            )
+            .await?;
         let reset = self.shared.tracks.joined(&join.room, &reply.snapshot);
         if reset {
             self.shared
@@ -322,6 +324,71 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 .await;
         }
         Ok(reply)
+    }
+
+    /// Runs the join script: registers `member` (id, name) if given, and reads the room's
+    /// members and, as `replay` asks, its history.
+    async fn read_room(
+        &mut self,
+        room: &str,
+        replay: Replay,
+        client_epoch: Option<&str>,
+        member: Option<(String, &str)>,
+    ) -> Result<wire::JoinReply, BadReply> {
+        let settings = &self.shared.settings;
+        let (mode, n) = match replay {
+            Replay::None => ("none", 0),
+            Replay::Recent(n) => ("recent", n),
+            Replay::After(since) => ("after", since.min(i64::MAX as u64)),
+        };
+        let ttl = settings.presence_ttl.as_millis().max(1) as u64;
+        let keys = self.shared.keys.room(room);
+        let (id, name, register) = match &member {
+            Some((id, name)) => (id.as_str(), *name, "1"),
+            None => ("", "", "0"),
+        };
+        let mut cmd = self.scripts.join.on(&keys);
+        cmd.arg(id)
+            .arg(name)
+            .arg(ttl)
+            .arg(new_epoch())
+            .arg(mode)
+            .arg(n)
+            .arg(client_epoch.unwrap_or(""))
+            .arg(settings.history_limit.max(1))
+            .arg(register);
+        let value = match self.shared.run(&self.scripts, vec![cmd]).await.pop() {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => return Err(BadReply(e.to_string())),
+            None => return Err(BadReply("no reply".into())),
+        };
+        wire::join_reply(room, value, mode == "recent")
+    }
+
+    /// A backend's look at a room, answered directly (nothing of it goes through the broker).
+    async fn read(&mut self, read: super::Read) {
+        match read.what {
+            super::Reading::History {
+                replay,
+                limit,
+                reply,
+            } => match self.read_room(&read.room, replay, None, None).await {
+                Ok(room) => {
+                    let mut messages = room.snapshot.messages;
+                    messages.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    let _ = reply.send(Ok(messages));
+                }
+                Err(e) => warn!(room = %read.room, "cannot read history from Redis: {e}"),
+            },
+            super::Reading::Presence { reply } => {
+                match self.read_room(&read.room, Replay::None, None, None).await {
+                    Ok(room) => {
+                        let _ = reply.send(room.members);
+                    }
+                    Err(e) => warn!(room = %read.room, "cannot read presence from Redis: {e}"),
+                }
+            }
+        }
     }
 
     async fn leave(&mut self, id: ConnId, room: String) {
@@ -344,17 +411,26 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         }
     }
 
-    async fn rooms(&mut self, id: ConnId) {
+    async fn rooms(&mut self, to: ReplyTo<Vec<RoomInfo>>) {
         let rooms = self.try_rooms().await;
         if let Err(e) = &rooms {
             warn!("cannot list rooms from Redis: {e}");
         }
-        self.shared
-            .tell(ClusterEvent::Rooms {
-                id,
-                rooms: rooms.ok(),
-            })
-            .await;
+        match to {
+            ReplyTo::Conn(id) => {
+                self.shared
+                    .tell(ClusterEvent::Rooms {
+                        id,
+                        rooms: rooms.ok(),
+                    })
+                    .await;
+            }
+            ReplyTo::Api(reply) => {
+                if let Ok(rooms) = rooms {
+                    let _ = reply.send(rooms);
+                }
+            }
+        }
     }
 
     async fn try_rooms(&mut self) -> Result<Vec<RoomInfo>, BadReply> {

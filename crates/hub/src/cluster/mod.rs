@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::config::RedisConfig;
 use crate::error::{HubError, Result};
 use crate::feed::{Replay, RoomEvent};
 use crate::metrics::Metrics;
-use crate::protocol::RoomInfo;
+use crate::protocol::{ChatMessage, RoomInfo};
 
 pub(crate) use wire::JoinReply;
 
@@ -65,8 +65,10 @@ pub(crate) enum Request {
         room: String,
     },
     Rooms {
-        id: ConnId,
+        to: ReplyTo<Vec<RoomInfo>>,
     },
+    /// Read a room without joining it (the backend API's history and presence).
+    Read(Read),
     /// No member of this node is in `room` any more: stop receiving its events.
     Unsubscribe {
         room: String,
@@ -81,6 +83,37 @@ pub(crate) struct Publish {
     pub(crate) from: String,
     pub(crate) text: String,
     pub(crate) plain: bool,
+    /// For the backend API: the message's number once stored (a connection learns it when
+    /// the message comes back on the room's channel).
+    pub(crate) stored: Option<oneshot::Sender<std::result::Result<u64, String>>>,
+}
+
+/// Where an answer goes: a connection (through the broker) or the backend API.
+#[derive(Debug)]
+pub(crate) enum ReplyTo<T> {
+    Conn(ConnId),
+    Api(oneshot::Sender<T>),
+}
+
+/// A look at a room's history or members; a reply dropped unanswered means Redis could not
+/// be asked.
+#[derive(Debug)]
+pub(crate) struct Read {
+    pub(crate) room: String,
+    pub(crate) what: Reading,
+}
+
+#[derive(Debug)]
+pub(crate) enum Reading {
+    History {
+        replay: Replay,
+        /// At most this many messages (the oldest ones after `since`).
+        limit: u64,
+        reply: oneshot::Sender<std::result::Result<Vec<ChatMessage>, String>>,
+    },
+    Presence {
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 /// A join (or, with `register` false, a resume of a member already in the room).
@@ -143,8 +176,12 @@ impl Link {
         self.counted(Request::Join(join))
     }
 
-    pub(crate) fn rooms(&self, id: ConnId) -> std::result::Result<(), Refused> {
-        self.counted(Request::Rooms { id })
+    pub(crate) fn rooms(&self, to: ReplyTo<Vec<RoomInfo>>) -> std::result::Result<(), Refused> {
+        self.counted(Request::Rooms { to })
+    }
+
+    pub(crate) fn read(&self, read: Read) -> std::result::Result<(), Refused> {
+        self.counted(Request::Read(read))
     }
 
     /// Always taken, even while Redis is away: a member left behind would stay present
