@@ -416,3 +416,118 @@ async fn plain_text_clients_talk_across_nodes() {
         }
     }
 }
+
+/// Writes `secret` to a file in `dir` (secrets are passed by file, never on the command line).
+fn secret_file(dir: &std::path::Path, name: &str, secret: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, secret).expect("write a secret");
+    path.to_str().expect("utf-8 path").to_owned()
+}
+
+const JWT_SECRET: &str = "a shared secret of at least thirty-two bytes";
+
+fn token(sub: &str, name: &str) -> String {
+    use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+    let claims = json!({"sub": sub, "name": name, "exp": get_current_timestamp() + 600});
+    let key = EncodingKey::from_secret(JWT_SECRET.as_bytes()).expect("a key");
+    encode(&Header::new(Algorithm::HS256), &claims, &key).expect("a token")
+}
+
+/// One HTTP request to `addr`; the status and the body.
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(WAIT)).expect("timeout");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_on_two_nodes_is_one_member_and_the_api_publishes_across_nodes() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    let jwt = secret_file(dir.path(), "jwt", JWT_SECRET);
+    let api = secret_file(dir.path(), "api", "backend-key");
+    let flags = [
+        "--jwt-secret-file",
+        jwt.as_str(),
+        "--api-key-file",
+        api.as_str(),
+    ];
+    let (a, b) = (node(&redis, &flags), node(&redis, &flags));
+    let with = |ws: &str, sub: &str, name: &str| format!("{ws}?token={}", token(sub, name));
+
+    let mut bob = Client::json(&with(&a.ws, "u-bob", "Bob")).await;
+    bob.join("lobby", "Bob", None).await;
+    let mut phone = Client::json(&with(&a.ws, "u-ann", "Ann")).await;
+    phone.join("lobby", "Ann", None).await;
+    let joined = bob.until(|v| v["type"] == "presence").await;
+    assert_eq!(joined.last().unwrap()["count"], 2);
+    // Ann again, from another node: one member still.
+    let mut laptop = Client::json(&with(&b.ws, "u-ann", "Ann")).await;
+    let own = laptop.join("lobby", "Ann", None).await;
+    assert_eq!(own.last().unwrap()["members"], json!(["Bob", "Ann"]));
+    assert_eq!(own.last().unwrap()["count"], 2);
+
+    // A backend publishes through node B; members on node A get it with the next number.
+    let (status, body) = http(
+        &b.addr(),
+        "POST",
+        "/api/rooms/lobby/messages",
+        "backend-key",
+        r#"{"text": "deploy done", "from": "ci"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["seq"], 1);
+    let got = bob.messages_until(1).await;
+    assert_eq!(got, [(1, "deploy done".to_owned())]);
+    // Nothing about Ann's second connection reached Bob before the message.
+    let (status, body) = http(
+        &a.addr(),
+        "GET",
+        "/api/rooms/lobby/messages?since=0",
+        "backend-key",
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["messages"][0]["from"], "ci");
+    let (_, body) = http(
+        &a.addr(),
+        "GET",
+        "/api/rooms/lobby/presence",
+        "backend-key",
+        "",
+    );
+    assert_eq!(body["members"], json!(["Bob", "Ann"]), "{body}");
+
+    // Ann's phone goes; she is still there on her laptop, so nobody is told.
+    drop(phone);
+    bob.say("still there?").await;
+    let next = bob.next().await;
+    assert_eq!(
+        next["type"], "message",
+        "no presence event before it: {next}"
+    );
+    // Her last connection goes: now she leaves.
+    drop(laptop);
+    let left = bob.until(|v| v["type"] == "presence").await;
+    assert_eq!(left.last().unwrap()["event"], "left");
+    assert_eq!(left.last().unwrap()["count"], 1);
+}

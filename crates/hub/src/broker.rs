@@ -85,6 +85,8 @@ pub(crate) struct Registration {
     pub(crate) kick: oneshot::Sender<CloseFrame>,
     /// A room to join right away (plain connections, which cannot ask).
     pub(crate) room: Option<String>,
+    /// The token's subject: connections of one subject are one member in presence.
+    pub(crate) subject: Option<String>,
 }
 
 /// What connections ask the broker to do.
@@ -285,6 +287,11 @@ struct Room {
     /// a room of plain clients then costs no look at every member, which for a room of N
     /// would make N joins cost N squared.
     json_members: usize,
+    /// Connections per token subject among `members` (on one node; with Redis, there):
+    /// presence counts a subject once, however many connections it has in the room.
+    subjects: HashMap<String, usize>,
+    /// Members without a subject, each a member of its own.
+    anonymous: usize,
     joining: Vec<Joining>,
     /// What arrived while `joining` was not empty, for the joiners.
     held: Vec<RoomEvent>,
@@ -293,6 +300,48 @@ struct Room {
 impl Room {
     fn is_empty(&self) -> bool {
         self.members.is_empty() && self.joining.is_empty()
+    }
+
+    /// Members as presence counts them.
+    fn present(&self) -> usize {
+        self.anonymous + self.subjects.len()
+    }
+
+    /// Counts a member in; true if it is new to presence (not another connection of a subject
+    /// already here).
+    fn arrive(&mut self, subject: Option<&str>) -> bool {
+        match subject {
+            None => {
+                self.anonymous += 1;
+                true
+            }
+            Some(sub) => {
+                let n = self.subjects.entry(sub.to_owned()).or_insert(0);
+                *n += 1;
+                *n == 1
+            }
+        }
+    }
+
+    /// Counts a member out; true if it is gone from presence.
+    fn depart(&mut self, subject: Option<&str>) -> bool {
+        match subject {
+            None => {
+                self.anonymous = self.anonymous.saturating_sub(1);
+                true
+            }
+            Some(sub) => match self.subjects.get_mut(sub) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    self.subjects.remove(sub);
+                    true
+                }
+                None => false,
+            },
+        }
     }
 }
 
@@ -331,6 +380,7 @@ struct Conn {
     kick: Option<oneshot::Sender<CloseFrame>>,
     /// Rooms joined, or being joined through Redis.
     rooms: Vec<String>,
+    subject: Option<String>,
 }
 
 /// A stored message waiting for its batch to commit.
@@ -442,8 +492,9 @@ impl State {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if let Some(i) = conn.rooms.iter().position(|r| *r == room) {
                         conn.rooms.remove(i);
-                        let (name, mode) = (conn.name.clone(), conn.mode);
-                        self.remove_member(&room, id, &name, mode);
+                        let (name, mode, subject) =
+                            (conn.name.clone(), conn.mode, conn.subject.clone());
+                        self.remove_member(&room, id, (&name, mode, subject.as_deref()));
                     }
                 }
             }
@@ -451,7 +502,11 @@ impl State {
             Command::Disconnect { id, done } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     for room in &conn.rooms {
-                        self.remove_member(room, id, &conn.name, conn.mode);
+                        self.remove_member(
+                            room,
+                            id,
+                            (&conn.name, conn.mode, conn.subject.as_deref()),
+                        );
                     }
                 }
                 self.settle();
@@ -487,6 +542,7 @@ impl State {
                 queue: reg.queue,
                 kick: Some(reg.kick),
                 rooms: Vec::new(),
+                subject: reg.subject,
             },
         );
         if let Some(room) = reg.room {
@@ -541,6 +597,7 @@ impl State {
                 ticket,
                 room: room.clone(),
                 name: conn.name.clone(),
+                subject: conn.subject.clone(),
                 replay,
                 client_epoch: client_epoch.clone(),
                 register: !already,
@@ -575,9 +632,10 @@ impl State {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.rooms.push(room.clone());
         }
-        let (name, json) = self.conns.get(&id).map_or((String::new(), false), |c| {
-            (c.name.clone(), c.mode == Mode::Json)
-        });
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let (name, json) = (conn.name.clone(), conn.mode == Mode::Json);
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -587,12 +645,19 @@ impl State {
             after_pseq: 0,
         });
         r.json_members += usize::from(json);
-        r.pseq += 1;
-        let (count, pseq) = (r.members.len(), r.pseq);
+        let new = r.arrive(conn.subject.as_deref());
+        if new {
+            r.pseq += 1;
+        }
+        let (count, pseq) = (r.present(), r.pseq);
         self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
         if json {
             let members = self.member_names(&room);
             self.tell_joiner(id, &room, name.clone(), count, members);
+        }
+        if !new {
+            // Another connection of someone already here: nobody is told.
+            return;
         }
         let joined = RoomEvent::Presence {
             event: PresenceEvent::Joined,
@@ -642,14 +707,19 @@ impl State {
         })
     }
 
-    /// The names of `room`'s members, in order of arrival.
+    /// The names of `room`'s members, in order of arrival (a subject once, where its first
+    /// connection arrived).
     fn member_names(&self, room: &str) -> Vec<String> {
-        self.rooms.get(room).map_or_else(Vec::new, |r| {
-            r.members
-                .iter()
-                .filter_map(|s| self.conns.get(&s.id).map(|c| c.name.clone()))
-                .collect()
-        })
+        let Some(r) = self.rooms.get(room) else {
+            return Vec::new();
+        };
+        let mut listed = std::collections::HashSet::new();
+        r.members
+            .iter()
+            .filter_map(|s| self.conns.get(&s.id))
+            .filter(|c| c.subject.as_ref().is_none_or(|sub| listed.insert(sub)))
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     /// A JSON joiner's own `joined`, with the whole member list.
@@ -827,9 +897,15 @@ impl State {
         }
     }
 
-    /// Removes `id` (called `name`) from `room`'s members, tells the others, and forgets a
-    /// room left empty. The connection's own room list is the caller's business.
-    fn remove_member(&mut self, room: &str, id: ConnId, name: &str, mode: Mode) {
+    /// Removes `id` (called `name`, with token subject `subject`) from `room`'s members,
+    /// tells the others, and forgets a room left empty. The connection's own room list is the
+    /// caller's business.
+    fn remove_member(
+        &mut self,
+        room: &str,
+        id: ConnId,
+        (name, mode, subject): (&str, Mode, Option<&str>),
+    ) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -840,15 +916,16 @@ impl State {
         if mode == Mode::Json && removed {
             r.json_members -= 1;
         }
+        let gone = removed && r.depart(subject);
         let empty = r.is_empty();
-        let count = r.members.len();
+        let count = r.present();
         if let Backend::Shared(link) = &self.backend {
             // Redis announces the departure to every node, this one included.
             link.leave(id, room.to_owned());
             if empty {
                 link.unsubscribe(room.to_owned());
             }
-        } else if removed && !empty {
+        } else if gone && !empty {
             r.pseq += 1;
             let left = RoomEvent::Presence {
                 event: PresenceEvent::Left,
@@ -1128,7 +1205,7 @@ impl State {
                 ));
             }
             for room in &conn.rooms {
-                self.remove_member(room, id, &conn.name, conn.mode);
+                self.remove_member(room, id, (&conn.name, conn.mode, conn.subject.as_deref()));
             }
         }
     }
@@ -1401,6 +1478,18 @@ mod tests {
 
         /// Registers connection `id`; a plain one joins `room` at once.
         fn connect(&mut self, id: ConnId, mode: Mode, name: &str, room: Option<&str>) -> Client {
+            self.connect_as(id, mode, name, room, None)
+        }
+
+        /// Registers connection `id` with a token's `subject`.
+        fn connect_as(
+            &mut self,
+            id: ConnId,
+            mode: Mode,
+            name: &str,
+            room: Option<&str>,
+            subject: Option<&str>,
+        ) -> Client {
             let (queue, outbox) = outbox(self.send_queue);
             let (kick, kicked) = oneshot::channel();
             self.run(Command::Connect(Registration {
@@ -1410,6 +1499,7 @@ mod tests {
                 queue,
                 kick,
                 room: room.map(str::to_owned),
+                subject: subject.map(str::to_owned),
             }));
             Client {
                 id,
@@ -1958,5 +2048,31 @@ mod tests {
         let rooms = rooms.try_recv().unwrap();
         assert_eq!(rooms.len(), 1);
         assert_eq!((rooms[0].members, rooms[0].last_seq), (2, 5));
+    }
+
+    #[test]
+    fn connections_of_one_token_subject_are_one_member() {
+        let mut rig = Rig::with_defaults();
+        let mut bob = rig.joined(1, "bob", "lobby");
+        let mut phone = rig.connect_as(2, Mode::Json, "", None, Some("u-ann"));
+        rig.join(&phone, "lobby", Some("Ann"), None);
+        phone.received();
+        assert_eq!(bob.received()[0]["count"], 2);
+        // Ann's second connection: she is already here, so nobody is told, and she is listed
+        // once.
+        let mut laptop = rig.connect_as(3, Mode::Json, "", None, Some("u-ann"));
+        rig.join(&laptop, "lobby", Some("Ann"), None);
+        let own = laptop.received().pop().expect("its presence list");
+        assert_eq!(own["members"], json!(["bob", "Ann"]));
+        assert_eq!(own["count"], 2);
+        assert!(bob.received().is_empty());
+        // One of her connections leaving leaves her present; the last one, gone.
+        assert!(rig.disconnect(&phone));
+        assert!(bob.received().is_empty());
+        assert!(rig.disconnect(&laptop));
+        let left = bob.received();
+        assert_eq!(left[0]["event"], "left");
+        assert_eq!(left[0]["name"], "Ann");
+        assert_eq!(left[0]["count"], 1);
     }
 }

@@ -99,6 +99,7 @@ impl Session {
             queue: queue_tx.clone(),
             kick: kick_tx,
             room: (self.mode == Mode::Plain).then(|| self.room.clone()),
+            subject: self.identity.as_ref().map(|identity| identity.sub.clone()),
         };
         if let (Some(identity), Mode::Json) = (&self.identity, self.mode) {
             // The first frame, ahead of anything the broker queues after `Connect`: the client

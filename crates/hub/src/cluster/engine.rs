@@ -126,7 +126,24 @@ impl<T: From<ClusterEvent> + Send> Shared<T> {
 #[derive(Debug)]
 struct Member {
     name: String,
+    /// What presence counts this connection as (see [`ident`]).
+    ident: String,
     joined_ms: u64,
+}
+
+/// The identity a connection is present as: its token's subject, or itself.
+fn ident(node: &str, id: ConnId, subject: Option<&str>) -> String {
+    match subject {
+        Some(sub) => format!("sub:{sub}"),
+        None => member_id(node, id),
+    }
+}
+
+/// A connection a join makes present.
+struct Registering<'a> {
+    id: String,
+    ident: String,
+    name: &'a str,
 }
 
 struct Engine<T> {
@@ -268,10 +285,12 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         let reply = match reply {
             Ok(reply) => {
                 if join.register {
+                    let ident = ident(&self.shared.node, join.id, join.subject.as_deref());
                     self.members.insert(
                         (join.id, join.room.clone()),
                         Member {
                             name: join.name.clone(),
+                            ident,
                             joined_ms: now_ms(),
                         },
                     );
@@ -304,8 +323,11 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         if !subscribed.await.unwrap_or(false) {
             return Err(BadReply("not subscribed".into()));
         }
-        let member = Some((member_id(&self.shared.node, join.id), join.name.as_str()))
-            .filter(|_| join.register);
+        let member = join.register.then(|| Registering {
+            id: member_id(&self.shared.node, join.id),
+            ident: ident(&self.shared.node, join.id, join.subject.as_deref()),
+            name: &join.name,
+        });
         let reply = self
             .read_room(
                 &join.room,
@@ -326,14 +348,14 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         Ok(reply)
     }
 
-    /// Runs the join script: registers `member` (id, name) if given, and reads the room's
-    /// members and, as `replay` asks, its history.
+    /// Runs the join script: registers `member` if given, and reads the room's members and,
+    /// as `replay` asks, its history.
     async fn read_room(
         &mut self,
         room: &str,
         replay: Replay,
         client_epoch: Option<&str>,
-        member: Option<(String, &str)>,
+        member: Option<Registering<'_>>,
     ) -> Result<wire::JoinReply, BadReply> {
         let settings = &self.shared.settings;
         let (mode, n) = match replay {
@@ -343,9 +365,9 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         };
         let ttl = settings.presence_ttl.as_millis().max(1) as u64;
         let keys = self.shared.keys.room(room);
-        let (id, name, register) = match &member {
-            Some((id, name)) => (id.as_str(), *name, "1"),
-            None => ("", "", "0"),
+        let (id, ident, name, register) = match &member {
+            Some(m) => (m.id.as_str(), m.ident.as_str(), m.name, "1"),
+            None => ("", "", "", "0"),
         };
         let mut cmd = self.scripts.join.on(&keys);
         cmd.arg(id)
@@ -356,7 +378,8 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
             .arg(n)
             .arg(client_epoch.unwrap_or(""))
             .arg(settings.history_limit.max(1))
-            .arg(register);
+            .arg(register)
+            .arg(ident);
         let value = match self.shared.run(&self.scripts, vec![cmd]).await.pop() {
             Some(Ok(value)) => value,
             Some(Err(e)) => return Err(BadReply(e.to_string())),
@@ -494,7 +517,8 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 .arg(member_id(&self.shared.node, *id))
                 .arg(&member.name)
                 .arg(ttl)
-                .arg(member.joined_ms);
+                .arg(member.joined_ms)
+                .arg(&member.ident);
             cmds.push(refresh);
         }
         for room in rooms {

@@ -19,12 +19,14 @@ pub(crate) struct RoomKeys {
     pub(crate) epoch: String,
     /// Members present: a sorted set of member ids scored by when they expire (ms).
     pub(crate) members: String,
-    /// Member id -> `"<joined ms> <name>"`.
+    /// Member id -> `"<joined ms> <length of ident> <ident><name>"`.
     pub(crate) names: String,
     /// Presence events so far, which orders them against a joiner's member list.
     pub(crate) pseq: String,
     /// The pub/sub channel of live events.
     pub(crate) channel: String,
+    /// Identity -> how many of its connections are present.
+    pub(crate) idents: String,
 }
 
 impl Keys {
@@ -44,6 +46,7 @@ impl Keys {
             names: format!("{base}:names"),
             pseq: format!("{base}:pseq"),
             channel: format!("{base}:live"),
+            idents: format!("{base}:idents"),
         }
     }
 

@@ -124,6 +124,9 @@ pub(crate) struct Join {
     pub(crate) ticket: u64,
     pub(crate) room: String,
     pub(crate) name: String,
+    /// The token's subject, when the connection has one: connections of one subject are one
+    /// member of the room's presence.
+    pub(crate) subject: Option<String>,
     pub(crate) replay: Replay,
     pub(crate) client_epoch: Option<String>,
     pub(crate) register: bool,

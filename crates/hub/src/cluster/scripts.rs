@@ -33,9 +33,9 @@ impl Script {
     /// An `EVALSHA` of this script on `room`'s keys; the caller adds the arguments.
     pub(crate) fn on(&self, room: &RoomKeys) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(7).arg(&room.seq).arg(&room.log);
+        cmd.arg(&self.sha).arg(8).arg(&room.seq).arg(&room.log);
         cmd.arg(&room.epoch).arg(&room.members).arg(&room.names);
-        cmd.arg(&room.pseq).arg(&room.channel);
+        cmd.arg(&room.pseq).arg(&room.channel).arg(&room.idents);
         cmd
     }
 }
@@ -73,12 +73,18 @@ impl Scripts {
 }
 
 /// Shared by every script: the keys by name, Redis's clock in ms, the room's epoch (made from
-/// `new_epoch` if the room has none), and the presence event publisher.
+/// `new_epoch` if the room has none), and presence.
+///
+/// Presence counts identities, not connections: every connection is an entry of the members
+/// set (so that each expires with its own node), and `idents` counts the connections of each
+/// identity (a token's subject; a connection without a token is an identity of its own). An
+/// identity is announced when its first connection arrives and when its last one goes.
 macro_rules! prelude {
     () => {
         r#"
 local seq_key, log_key, epoch_key = KEYS[1], KEYS[2], KEYS[3]
 local members_key, names_key, pseq_key, channel = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local idents_key = KEYS[8]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function epoch_of(new_epoch)
@@ -90,7 +96,7 @@ local function epoch_of(new_epoch)
   return epoch
 end
 local function announce(event, member, name)
-  local count = redis.call('ZCOUNT', members_key, now, '+inf')
+  local count = redis.call('HLEN', idents_key)
   local pseq = redis.call('INCR', pseq_key)
   redis.call('PUBLISH', channel, cjson.encode({k = 'p', v = event, n = name, c = count, o = member, q = pseq}))
 end
@@ -98,6 +104,35 @@ local function keep(ttl)
   redis.call('PEXPIRE', members_key, ttl * 3)
   redis.call('PEXPIRE', names_key, ttl * 3)
   redis.call('PEXPIRE', pseq_key, ttl * 3)
+  redis.call('PEXPIRE', idents_key, ttl * 3)
+end
+-- A connection's entry: "<joined ms> <length of ident> <ident><name>" (an ident may hold
+-- spaces; a name has no control characters).
+local function parse(entry)
+  if not entry then
+    return nil, ''
+  end
+  local len, rest = string.match(entry, '^%d+ (%d+) (.*)$')
+  if not len then
+    return nil, ''
+  end
+  len = tonumber(len)
+  return string.sub(rest, 1, len), string.sub(rest, len + 1)
+end
+local function arrive(member, ident, name, joined)
+  redis.call('HSET', names_key, member, joined .. ' ' .. string.len(ident) .. ' ' .. ident .. name)
+  if redis.call('HINCRBY', idents_key, ident, 1) == 1 then
+    announce('joined', member, name)
+  end
+end
+-- After the member's ZREM.
+local function depart(member)
+  local ident, name = parse(redis.call('HGET', names_key, member))
+  redis.call('HDEL', names_key, member)
+  if ident and redis.call('HINCRBY', idents_key, ident, -1) <= 0 then
+    redis.call('HDEL', idents_key, ident)
+    announce('left', member, name)
+  end
 end
 "#
     };
@@ -120,8 +155,8 @@ return seq
 
 /// ARGV: member id, name, presence ttl (ms), new epoch, replay ("after", "recent" or "none"),
 /// its number (since, or how many), the client's epoch ("" if none), replay limit, register
-/// ("1": add the member and announce it; "0": a resume of a member already in).
-/// Returns {epoch, last seq, first seq held, member count, pseq, {"<joined> <name>", ...},
+/// ("1": add the member and announce it; "0": a resume, or a read by the backend API),
+/// identity. Returns {epoch, last seq, first seq held, member count, pseq, {entry, ...},
 /// {stream entries}}.
 const JOIN: &str = concat!(
     prelude!(),
@@ -131,13 +166,12 @@ local epoch = epoch_of(ARGV[4])
 local last = tonumber(redis.call('GET', seq_key) or '0')
 if ARGV[9] == '1' then
   local fresh = redis.call('ZADD', members_key, now + ttl, member)
-  redis.call('HSET', names_key, member, now .. ' ' .. name)
   keep(ttl)
   if fresh == 1 then
-    announce('joined', member, name)
+    arrive(member, ARGV[10], name, now)
   end
 end
-local count = redis.call('ZCOUNT', members_key, now, '+inf')
+local count = redis.call('HLEN', idents_key)
 local pseq = tonumber(redis.call('GET', pseq_key) or '0')
 local present = redis.call('ZRANGEBYSCORE', members_key, now, '+inf')
 local names = {}
@@ -171,15 +205,12 @@ local member = ARGV[1]
 if redis.call('ZREM', members_key, member) == 0 then
   return 0
 end
-local entry = redis.call('HGET', names_key, member)
-redis.call('HDEL', names_key, member)
-local name = entry and string.match(entry, '^%d+ (.*)$') or ''
-announce('left', member, name)
+depart(member)
 return 1
 "#
 );
 
-/// ARGV: member id, name, ttl (ms), joined (ms). Pushes the member's expiry forward; a member
+/// ARGV: member id, name, ttl (ms), joined (ms), identity. Pushes the member's expiry forward; a member
 /// that another node already swept (this one could not reach Redis for longer than the ttl)
 /// is added and announced again.
 const REFRESH: &str = concat!(
@@ -189,8 +220,7 @@ local member, name, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local fresh = redis.call('ZADD', members_key, now + ttl, member)
 keep(ttl)
 if fresh == 1 then
-  redis.call('HSET', names_key, member, ARGV[4] .. ' ' .. name)
-  announce('joined', member, name)
+  arrive(member, ARGV[5], name, ARGV[4])
 end
 return fresh
 "#
@@ -204,9 +234,7 @@ const SWEEP: &str = concat!(
 local gone = redis.call('ZRANGEBYSCORE', members_key, '-inf', '(' .. now)
 for _, member in ipairs(gone) do
   redis.call('ZREM', members_key, member)
-  local entry = redis.call('HGET', names_key, member)
-  redis.call('HDEL', names_key, member)
-  announce('left', member, entry and string.match(entry, '^%d+ (.*)$') or '')
+  depart(member)
 end
 return #gone
 "#

@@ -177,16 +177,16 @@ pub(crate) fn join_reply(
     let first_seq = int(next("first seq")?)?;
     let count = int(next("count")?)? as usize;
     let pseq = int(next("pseq")?)?;
-    let mut present: Vec<(u64, String)> = array(next("members")?, "members")?
+    let mut present: Vec<Presence> = array(next("members")?, "members")?
         .into_iter()
-        // A member whose name entry is missing (written by something else) is skipped.
+        // A member whose entry is missing or garbled (written by something else) is skipped.
         .filter_map(|v| string(v, "member").ok())
-        .filter_map(|entry| {
-            let (joined, name) = entry.split_once(' ')?;
-            Some((joined.parse().unwrap_or(0), name.to_owned()))
-        })
+        .filter_map(|entry| presence_entry(&entry))
         .collect();
-    present.sort_by_key(|(joined, _)| *joined);
+    present.sort_by_key(|p| p.joined);
+    // One identity with several connections is one member, listed where it first arrived.
+    let mut seen = std::collections::HashSet::new();
+    present.retain(|p| seen.insert(p.ident.clone()));
     let mut messages: Vec<ChatMessage> = entries(room, next("messages")?)?
         .into_iter()
         .map(|e| e.msg)
@@ -203,7 +203,29 @@ pub(crate) fn join_reply(
         },
         count,
         pseq,
-        members: present.into_iter().map(|(_, name)| name).collect(),
+        members: present.into_iter().map(|p| p.name).collect(),
+    })
+}
+
+/// One connection's presence entry.
+#[derive(Debug)]
+struct Presence {
+    joined: u64,
+    ident: String,
+    name: String,
+}
+
+/// Reads `"<joined ms> <length of ident> <ident><name>"` (the scripts' format).
+fn presence_entry(entry: &str) -> Option<Presence> {
+    let (joined, rest) = entry.split_once(' ')?;
+    let (len, rest) = rest.split_once(' ')?;
+    let len: usize = len.parse().ok()?;
+    let ident = rest.get(..len)?;
+    let name = rest.get(len..)?;
+    Some(Presence {
+        joined: joined.parse().ok()?,
+        ident: ident.to_owned(),
+        name: name.to_owned(),
     })
 }
 
@@ -314,10 +336,17 @@ mod tests {
             Value::Int(8),
             Value::Int(2),
             Value::Int(4),
-            Value::Array(vec![bulk("20 bob"), Value::Nil, bulk("10 ann smith")]),
+            Value::Array(vec![
+                bulk("20 5 n1:20bob"),
+                Value::Nil,
+                bulk("10 9 sub:a b 1ann smith"),
+                bulk("30 9 sub:a b 1ann smith"),
+                bulk("garbled"),
+            ]),
             Value::Array(vec![entry("9", "nine"), entry("8", "eight")]),
         ]);
         let join = join_reply("lobby", reply, true).unwrap();
+        // Ann's second connection (the same identity, with a space in it) is not listed twice.
         assert_eq!(join.members, ["ann smith", "bob"]);
         assert_eq!((join.count, join.pseq), (2, 4));
         assert_eq!((join.snapshot.last_seq, join.snapshot.first_seq), (9, 8));
