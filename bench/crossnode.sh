@@ -6,13 +6,15 @@
 #
 #   bench/crossnode.sh                 # SUBS="1000 2000" ROUNDS=3 DURATION=5s WARMUP=2s
 #                                      # IN_FLIGHT=4 SIZE=64 RATE=0 PUBLISHERS=1
+#   DELIVERY_RATE=50000 IN_FLIGHT=64 bench/crossnode.sh   # the same deliveries/s for all
 #
 # Both nodes of a system and Redis are pinned to CPU 0, the load generator to CPU 1 (a
 # two-core machine: the servers and Redis share one core, as they would share a small VM).
 # The subscribers alternate between the two nodes; the publishers are on the first, so half
 # the deliveries cross Redis to the other node. RATE=0: each publisher stays IN_FLIGHT
 # messages ahead of its slowest delivery (as fast as the servers allow); RATE=N: N messages
-# per second in all (the window still holds).
+# per second in all (the window still holds); DELIVERY_RATE=D: D / subscribers messages per
+# second, the same delivery rate at every room size (latency and CPU at an equal load).
 #
 # Prints one line per run, then a table of medians over the rounds: deliveries per second,
 # deliveries per server CPU-second (both nodes + Redis, and both nodes alone), p50 and p99,
@@ -36,6 +38,7 @@ WARMUP=${WARMUP:-2s}
 IN_FLIGHT=${IN_FLIGHT:-4}
 SIZE=${SIZE:-64}
 RATE=${RATE:-0}
+DELIVERY_RATE=${DELIVERY_RATE:-}
 PUBLISHERS=${PUBLISHERS:-1}
 SYSTEMS=${SYSTEMS:-duplex socketio}
 OUT=${OUT:-$(mktemp /tmp/crossnode.XXXXXX.jsonl)}
@@ -152,8 +155,12 @@ for round in $(seq "$ROUNDS"); do
       run=$((run + 1))
       command -v redis-cli >/dev/null && redis-cli -p "$redis_port" flushall >/dev/null
       start "$system" "$run"
+      rate=$RATE
+      if [ -n "$DELIVERY_RATE" ]; then
+        rate=$(python3 -c "print($DELIVERY_RATE / $subs)")
+      fi
       if json=$(taskset -c 1 "$duplex" bench --crossnode --protocol "$system" "$urls" \
-        -c "$subs" -s "$SIZE" --in-flight "$IN_FLIGHT" --rate "$RATE" --publishers "$PUBLISHERS" \
+        -c "$subs" -s "$SIZE" --in-flight "$IN_FLIGHT" --rate "$rate" --publishers "$PUBLISHERS" \
         --room "bench-$run" -d "$DURATION" --warmup "$WARMUP" "${server_pids[@]}" --json \
         2>"$work/bench.err"); then
         echo "$json" | python3 -c "
@@ -185,23 +192,25 @@ table = {}
 for r in rows:
     each = r.get("server_cpu_secs_each") or []
     nodes_cpu = sum(each[:-1]) if len(each) > 1 else float("nan")
-    t = table.setdefault((r["subs"], r["system"]), {"rate": [], "all": [], "nodes": [], "p50": [], "p99": [], "redis": []})
+    t = table.setdefault((r["subs"], r["system"]), {"rate": [], "all": [], "nodes": [], "p50": [], "p99": [], "redis": [], "errors": 0})
     t["rate"].append(r["messages_per_sec"])
     t["all"].append(r["messages_per_server_cpu_sec"])
     t["nodes"].append(r["messages"] / max(nodes_cpu, 1e-9))
     t["redis"].append(each[-1] if each else float("nan"))
     t["p50"].append(r["latency_us"]["p50"])
     t["p99"].append(r["latency_us"]["p99"])
+    t["errors"] += r["errors"]
 print()
 print("medians over %d round(s); server CPU = both nodes + Redis (all on CPU 0)" % max(r["round"] for r in rows))
+print("publishers %s, in flight %s, rate %s msg/s, %s B" % (rows[0]["publishers"], rows[0]["in_flight"], sorted({r["rate"] for r in rows}), rows[0]["size"]))
 if one_node:
     print("duplex: ONE node without Redis (this binary has no --redis): not a cross-node figure")
-print("| subscribers | system | deliveries/s | per server CPU-s (nodes+Redis) | per node CPU-s (nodes only) | Redis CPU-s | p50 ms | p99 ms |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|")
+print("| subscribers | system | deliveries/s | per server CPU-s (nodes+Redis) | per node CPU-s (nodes only) | Redis CPU-s | p50 ms | p99 ms | errors |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
 for (subs, system), t in sorted(table.items()):
-    print("| %d | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |" % (
+    print("| %d | %s | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f | %d |" % (
         subs, system, med(t["rate"]), med(t["all"]), med(t["nodes"]), med(t["redis"]),
-        med(t["p50"]) / 1e3, med(t["p99"]) / 1e3))
+        med(t["p50"]) / 1e3, med(t["p99"]) / 1e3, t["errors"]))
 for subs in sorted({s for s, _ in table}):
     d, s = table.get((subs, "duplex")), table.get((subs, "socketio"))
     if d and s:
