@@ -248,7 +248,15 @@ async fn subscribe(
         let chat = match shared.answer(&mut ws, msg, &mut frame).await {
             Ok(Some(chat)) => chat,
             Ok(None) => continue,
-            Err(e) => break Some(format!("subscriber on {url}: {e:#}")),
+            Err(e) => {
+                let when = match window {
+                    None => "before the warm-up",
+                    Some(w) if now < w.start => "in the warm-up",
+                    Some(w) if now <= w.end => "in the window",
+                    Some(_) => "after the window",
+                };
+                break Some(format!("subscriber on {url}, {when}: {e:#}"));
+            }
         };
         // Another client's message in the room: not ours to measure.
         let Some(stamp) = Stamp::parse(chat) else {
