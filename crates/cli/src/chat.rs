@@ -158,6 +158,8 @@ struct Chat {
     connections: u32,
     /// The last sequence number seen: a rejoin asks for what came after it.
     last_seq: Option<u64>,
+    /// The room history's epoch `last_seq` belongs to (sent back with it on a rejoin).
+    epoch: Option<String>,
     /// Whether the join's first history batch is still to come.
     history_pending: bool,
     /// Texts sent and not yet seen coming back: on a terminal the prompt line already shows
@@ -179,6 +181,7 @@ impl Chat {
             json: false,
             connections: 0,
             last_seq: None,
+            epoch: None,
             history_pending: false,
             echoes: VecDeque::new(),
         }
@@ -188,7 +191,27 @@ impl Chat {
     fn show(&mut self, msg: ServerMessage, out: &mut Sink) -> std::io::Result<()> {
         let style = out.style();
         match msg {
-            ServerMessage::History { room, messages } => {
+            ServerMessage::History {
+                room,
+                messages,
+                epoch,
+                gap,
+                first_seq,
+            } => {
+                if !epoch.is_empty() && self.epoch.as_ref() != Some(&epoch) {
+                    // Numbers of another history mean nothing in this one.
+                    if self.epoch.is_some() {
+                        self.last_seq = None;
+                    }
+                    self.epoch = Some(epoch);
+                }
+                if gap {
+                    let from =
+                        first_seq.map_or(String::new(), |s| format!(" (history resumes at #{s})"));
+                    out.warn(&format!(
+                        "--- messages in {room} were lost or trimmed and cannot be replayed{from} ---"
+                    ));
+                }
                 if std::mem::take(&mut self.history_pending) && !messages.is_empty() {
                     let what = if self.connections > 1 {
                         "missed while disconnected"
@@ -283,6 +306,9 @@ impl Session for Chat {
         // Resume: the server replays what this client has not seen, and nothing twice.
         if let Some(seq) = self.last_seq {
             join["since"] = seq.into();
+            if let Some(epoch) = &self.epoch {
+                join["epoch"] = epoch.as_str().into();
+            }
         }
         vec![Message::text(join.to_string())]
     }
@@ -393,6 +419,25 @@ mod tests {
             .expect("shown");
         let rejoin = chat.opened(Some(SUBPROTOCOL), &mut out);
         assert_eq!(text(&rejoin[0])["since"], 7);
+        assert!(text(&rejoin[0]).get("epoch").is_none(), "no epoch was seen");
+    }
+
+    #[test]
+    fn a_rejoin_names_the_epoch_and_a_new_epoch_starts_over() {
+        let mut chat = Chat::new("alice".into(), None, false);
+        let mut out = pipe();
+        chat.opened(Some(SUBPROTOCOL), &mut out);
+        let history = r#"{"type":"history","room":"general","epoch":"e1","messages":[{"room":"general","seq":7,"from":"bob","time":0,"text":"hi"}]}"#;
+        chat.received(&Message::text(history), &mut out)
+            .expect("shown");
+        let rejoin = chat.opened(Some(SUBPROTOCOL), &mut out);
+        assert_eq!(text(&rejoin[0])["since"], 7);
+        assert_eq!(text(&rejoin[0])["epoch"], "e1");
+        let lost = r#"{"type":"history","room":"general","epoch":"e2","gap":true,"first_seq":1,"messages":[{"room":"general","seq":1,"from":"bob","time":0,"text":"again"}]}"#;
+        chat.received(&Message::text(lost), &mut out)
+            .expect("shown");
+        assert_eq!(chat.last_seq, Some(1), "numbering restarted with the epoch");
+        assert_eq!(chat.epoch.as_deref(), Some("e2"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use duplex_hub::{Hub, HubConfig};
+use duplex_hub::{Hub, HubConfig, RedisConfig};
 use tracing::info;
 
 /// Options of `duplex serve`.
@@ -61,6 +61,28 @@ pub struct ServeArgs {
     /// idle connection); 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds)]
     park_after: f64,
+    /// Share rooms with other nodes through this Redis: redis://[user:pass@]HOST:PORT[/DB],
+    /// or rediss:// for TLS. History, numbering and presence then live in Redis (--data is
+    /// not used). Run every node with the same URL and --redis-prefix.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DUPLEX_REDIS_URL",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+    /// The start of every Redis key and channel, so that deployments can share one Redis.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "duplex",
+        requires = "redis"
+    )]
+    redis_prefix: String,
+    /// With --redis: seconds a member stays present without its node refreshing it. A node
+    /// that is killed or cut off from Redis has its members leave within this time and a third.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0, value_parser = parse_seconds, requires = "redis")]
+    presence_ttl: f64,
     #[command(flatten)]
     deflate: crate::deflate_args::DeflateArgs,
 }
@@ -88,6 +110,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     for origin in &args.allowed_origins {
         config = config.allowed_origin(origin.clone());
     }
+    if let Some(url) = &args.redis {
+        let ttl = Duration::from_secs_f64(args.presence_ttl.max(0.3));
+        config = config.redis(
+            RedisConfig::new(url.clone())
+                .prefix(args.redis_prefix.clone())
+                .presence_ttl(ttl),
+        );
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config = config.tls(duplex::tls::server_config_from_pem(cert, key)?);
     }
@@ -100,12 +130,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot resolve {}", args.host))?
         .collect();
-    let hub = Hub::bind(&addrs, config).await.with_context(|| {
-        format!(
-            "cannot start the server (history in {})",
-            args.data.display()
-        )
-    })?;
+    let history = match &args.redis {
+        Some(_) => "history in Redis".to_owned(),
+        None => format!("history in {}", args.data.display()),
+    };
+    let hub = Hub::bind(&addrs, config)
+        .await
+        .with_context(|| format!("cannot start the server ({history})"))?;
 
     let shown = hub.local_addr();
     let host = match args.host.parse::<IpAddr>() {
@@ -119,7 +150,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.token.is_some() {
         println!("a token is required: open {http}://{host}:{port}/?token=TOKEN");
     }
-    info!(data = %args.data.display(), "chat history");
+    info!("chat {history}");
 
     hub.run(shutdown_signal()).await?;
     Ok(())

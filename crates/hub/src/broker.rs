@@ -1,15 +1,21 @@
-//! The broker: one thread that owns every room, every member and the history store.
+//! The broker: one thread that owns every room and every member of this node, and the history
+//! store (SQLite) or the link to the rooms shared through Redis.
 //!
 //! Connections talk to it through a bounded channel of [`Command`]s and get their outgoing
 //! frames through their own bounded queue. Doing all room work on one thread gives the
 //! guarantees the protocol promises without any lock:
-//! - sequence numbers are assigned in one place, so they have no gaps or duplicates;
-//! - a message is committed to storage before anyone is offered it;
-//! - a joining member's history replay and its live messages never overlap or leave a gap,
-//!   because nothing is delivered between reading the history and adding the member.
+//! - sequence numbers are assigned in one place (here, or in Redis by one script), so they
+//!   have no gaps or duplicates;
+//! - a message is stored before anyone is offered it;
+//! - a joining member's history replay and its live messages never overlap or leave a gap:
+//!   on one node nothing is delivered between reading the history and adding the member; with
+//!   Redis, what arrives while the join is on its way is held for the joiner, and each member
+//!   keeps the last number its replay had, below which it is offered nothing.
 //!
-//! Consecutive `Send`s that are already waiting are stored in one transaction and delivered
-//! after its commit, so the storage cost per message falls as load rises.
+//! On one node, consecutive `Send`s that are already waiting are stored in one transaction
+//! and delivered after its commit, so the storage cost per message falls as load rises. With
+//! Redis they go out as one pipeline instead ([`crate::cluster`]), and come back, numbered,
+//! on the room's channel, which is where every node delivers from, this one included.
 //!
 //! Fan-out encodes each message once per form (JSON and plain text) as a
 //! [`PreparedMessage`] whose bytes every recipient's queue shares. A recipient whose queue is
@@ -28,11 +34,13 @@ use duplex::{CloseCode, CloseFrame, PreparedMessage};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, warn};
 
-use crate::close::CLOSE_TOO_SLOW;
+use crate::close::{CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN};
+use crate::cluster::{self, ClusterEvent, JoinReply, Link, Refused};
 use crate::config::HubConfig;
 use crate::error::{HubError, Result};
+use crate::feed::{resume_after, Replay, RoomEvent, Snapshot};
 use crate::metrics::Metrics;
-use crate::outbox::{OutboxSender, Refused};
+use crate::outbox::{OutboxSender, Refused as QueueRefused};
 use crate::protocol::{
     clean_name, valid_room, ChatMessage, PresenceEvent, RoomInfo, ServerMessage,
 };
@@ -51,6 +59,9 @@ const MAX_BATCH: usize = 256;
 const HISTORY_CHUNK: usize = 100;
 /// Rooms one connection may be in at once.
 const MAX_ROOMS_PER_CONNECTION: usize = 32;
+/// Events of a room held for members whose join is on its way to Redis, at most; past this,
+/// those joins fail with `busy` (Redis is far behind) rather than hold more.
+const MAX_HELD_FOR_JOINERS: usize = 4096;
 
 /// How a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +98,8 @@ pub(crate) enum Command {
         room: String,
         name: Option<String>,
         since: Option<u64>,
+        /// The epoch the client saw `since` in.
+        epoch: Option<String>,
     },
     /// Leave a room.
     Leave { id: ConnId, room: String },
@@ -106,8 +119,16 @@ pub(crate) enum Command {
         id: ConnId,
         done: oneshot::Sender<()>,
     },
+    /// What Redis answered or sent (multi-node hubs only).
+    Cluster(ClusterEvent),
     /// Commit, close the store and end the thread (graceful shutdown).
     Shutdown,
+}
+
+impl From<ClusterEvent> for Command {
+    fn from(event: ClusterEvent) -> Command {
+        Command::Cluster(event)
+    }
 }
 
 /// The connections' side of the broker.
@@ -116,20 +137,51 @@ pub(crate) struct Broker {
     tx: mpsc::Sender<Command>,
 }
 
+/// The broker thread, and with Redis, the health of the link and the task that ends once the
+/// thread is gone and what it asked of Redis is done.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) broker: Broker,
+    pub(crate) thread: JoinHandle<Result<()>>,
+    pub(crate) redis: Option<(cluster::Health, tokio::task::JoinHandle<()>)>,
+}
+
 impl Broker {
-    /// Starts the broker thread with `store`. The thread ends, closing the store, once every
-    /// [`Broker`] clone is dropped and the commands before that are handled.
+    /// Starts the broker thread with `store`, or with rooms shared through Redis when the
+    /// configuration says so (from within a tokio runtime, which runs the Redis side). The
+    /// thread ends, closing the store, once every [`Broker`] clone is dropped and the commands
+    /// before that are handled.
     pub(crate) fn start(
-        store: Store,
+        store: Option<Store>,
         config: &HubConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<(Broker, JoinHandle<Result<()>>)> {
+    ) -> Result<Started> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let state = State::new(store, config, metrics);
+        let (backend, redis) = match (&config.redis, store) {
+            (Some(redis), _) => {
+                let settings = cluster::Settings {
+                    history_limit: config.history_limit,
+                    presence_ttl: redis.presence_ttl,
+                    metrics: metrics.clone(),
+                };
+                let running = cluster::start(redis, settings, tx.clone())?;
+                (
+                    Backend::Shared(running.link),
+                    Some((running.health, running.engine)),
+                )
+            }
+            (None, Some(store)) => (Backend::Local(store), None),
+            (None, None) => return Err(HubError::BrokerGone),
+        };
+        let state = State::new(backend, config, metrics);
         let thread = std::thread::Builder::new()
             .name("duplex-broker".into())
             .spawn(move || state.run(rx))?;
-        Ok((Broker { tx }, thread))
+        Ok(Started {
+            broker: Broker { tx },
+            thread,
+            redis,
+        })
     }
 
     /// Hands a command to the broker, waiting while it is far behind.
@@ -167,15 +219,56 @@ impl Broker {
     }
 }
 
+/// Where the rooms' history and numbering live.
 #[derive(Debug)]
+enum Backend {
+    /// This node alone, with SQLite.
+    Local(Store),
+    /// Shared with other nodes through Redis.
+    Shared(Link),
+}
+
+/// A member of a room, and what it has already had from the room's history: messages up to
+/// `after_seq` and presence events up to `after_pseq` came with its join, so it is not offered
+/// them again when they arrive live.
+#[derive(Debug, Clone, Copy)]
+struct Seat {
+    id: ConnId,
+    after_seq: u64,
+    after_pseq: u64,
+}
+
+/// A join on its way to Redis.
+#[derive(Debug)]
+struct Joining {
+    id: ConnId,
+    /// Tells this join's answer from an earlier one of the same connection and room.
+    ticket: u64,
+    replay: Replay,
+    client_epoch: Option<String>,
+    register: bool,
+}
+
+#[derive(Debug, Default)]
 struct Room {
     last_seq: u64,
+    /// Presence events so far (on one node; with Redis the count is kept there).
+    pseq: u64,
     /// In order of arrival, which is the order of the presence member list.
-    members: Vec<ConnId>,
+    members: Vec<Seat>,
     /// How many of `members` are JSON clients (the only ones told about presence): a join to
     /// a room of plain clients then costs no look at every member, which for a room of N
     /// would make N joins cost N squared.
     json_members: usize,
+    joining: Vec<Joining>,
+    /// What arrived while `joining` was not empty, for the joiners.
+    held: Vec<RoomEvent>,
+}
+
+impl Room {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.joining.is_empty()
+    }
 }
 
 /// Connections by id. Ids come from a counter, so SipHash's protection against chosen keys
@@ -211,6 +304,7 @@ struct Conn {
     mode: Mode,
     queue: OutboxSender,
     kick: Option<oneshot::Sender<CloseFrame>>,
+    /// Rooms joined, or being joined through Redis.
     rooms: Vec<String>,
 }
 
@@ -223,9 +317,15 @@ struct Pending {
     at: Instant,
 }
 
+/// The two forms of one event, each encoded once for all its recipients.
+struct Frames {
+    json: Option<PreparedMessage>,
+    plain: Option<PreparedMessage>,
+}
+
 #[derive(Debug)]
 struct State {
-    store: Store,
+    backend: Backend,
     history_limit: u64,
     history_on_join: u64,
     /// Commands per commit.
@@ -238,12 +338,13 @@ struct State {
     /// get nothing more: a message after a dropped one would leave a gap that resuming from the
     /// last seen sequence number could not fill.
     to_kick: Vec<ConnId>,
+    next_ticket: u64,
 }
 
 impl State {
-    fn new(store: Store, config: &HubConfig, metrics: Arc<Metrics>) -> State {
+    fn new(backend: Backend, config: &HubConfig, metrics: Arc<Metrics>) -> State {
         State {
-            store,
+            backend,
             history_limit: config.history_limit,
             history_on_join: config.history_on_join,
             batch: (config.send_queue / 4).clamp(1, MAX_BATCH),
@@ -252,6 +353,7 @@ impl State {
             conns: ConnMap::default(),
             pending: Vec::new(),
             to_kick: Vec::new(),
+            next_ticket: 0,
         }
     }
 
@@ -272,8 +374,14 @@ impl State {
             self.flush();
         }
         self.flush();
-        debug!("broker stopping; closing the history store");
-        self.store.close()
+        match self.backend {
+            Backend::Local(store) => {
+                debug!("broker stopping; closing the history store");
+                store.close()
+            }
+            // Dropping the link lets the Redis side finish what is queued and end.
+            Backend::Shared(_) => Ok(()),
+        }
     }
 
     fn handle(&mut self, command: Command) {
@@ -291,7 +399,14 @@ impl State {
                 room,
                 name,
                 since,
-            } => self.join(id, room, name, Some(since)),
+                epoch,
+            } => {
+                let replay = match since {
+                    Some(since) => Replay::After(since),
+                    None => Replay::Recent(self.history_on_join),
+                };
+                self.join(id, room, name, replay, epoch);
+            }
             Command::Leave { id, room } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     if let Some(i) = conn.rooms.iter().position(|r| *r == room) {
@@ -312,6 +427,7 @@ impl State {
                 let _ = done.send(());
                 return;
             }
+            Command::Cluster(event) => self.cluster_event(event),
             Command::Send { .. } | Command::Shutdown => {}
         }
         self.settle();
@@ -330,18 +446,18 @@ impl State {
         );
         if let Some(room) = reg.room {
             // Plain clients cannot resume, so they get no replay: only what is said from now.
-            self.join(reg.id, room, None, None);
+            self.join(reg.id, room, None, Replay::None, None);
         }
     }
 
-    /// Adds `id` to `room`. `history` is `None` for no replay, `Some(since)` for a replay
-    /// after `since` (or of the last few messages).
+    /// Adds `id` to `room`, replaying its history as `replay` asks.
     fn join(
         &mut self,
         id: ConnId,
         room: String,
         name: Option<String>,
-        history: Option<Option<u64>>,
+        replay: Replay,
+        client_epoch: Option<String>,
     ) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -372,37 +488,41 @@ impl State {
         if !already && conn.rooms.len() >= MAX_ROOMS_PER_CONNECTION {
             return self.error(id, "too_many_rooms", "leave a room before joining another");
         }
-        if !self.rooms.contains_key(&room) {
-            match self.store.last_seq(&room) {
-                Ok(last_seq) => {
-                    self.rooms.insert(
-                        room.clone(),
-                        Room {
-                            last_seq,
-                            members: Vec::new(),
-                            json_members: 0,
-                        },
-                    );
-                }
-                Err(e) => {
-                    error!(%room, "cannot read the room's history: {e}");
-                    return self.error(id, "storage", "the room's history cannot be read");
-                }
-            }
-        }
-        if let Some(since) = history {
-            let stored = match since {
-                Some(after) => self.store.since(&room, after, self.history_limit),
-                None => self.store.recent(&room, self.history_on_join),
+        if let Backend::Shared(link) = &self.backend {
+            let ticket = self.next_ticket;
+            self.next_ticket += 1;
+            let request = cluster::Join {
+                id,
+                ticket,
+                room: room.clone(),
+                name: conn.name.clone(),
+                replay,
+                client_epoch: client_epoch.clone(),
+                register: !already,
             };
-            match stored {
-                Ok(messages) => self.replay(id, &room, messages),
-                Err(e) => {
-                    error!(%room, "cannot read the room's history: {e}");
-                    return self.error(id, "storage", "the room's history cannot be read");
-                }
+            if let Err(refused) = link.join(request) {
+                return self.refuse(id, refused);
             }
+            if !already {
+                conn.rooms.push(room.clone());
+            }
+            self.rooms.entry(room).or_default().joining.push(Joining {
+                id,
+                ticket,
+                replay,
+                client_epoch,
+                register: !already,
+            });
+            return;
         }
+        let snapshot = match self.local_snapshot(&room, replay, client_epoch.as_deref()) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                error!(%room, "cannot read the room's history: {e}");
+                return self.error(id, "storage", "the room's history cannot be read");
+            }
+        };
+        self.replay(id, &room, &snapshot, replay, client_epoch.as_deref());
         if already {
             // A repeated join is a resume request: the replay above is all it needs.
             return;
@@ -410,36 +530,130 @@ impl State {
         if let Some(conn) = self.conns.get_mut(&id) {
             conn.rooms.push(room.clone());
         }
-        let json = self.conns.get(&id).is_some_and(|c| c.mode == Mode::Json);
-        if let Some(r) = self.rooms.get_mut(&room) {
-            r.members.push(id);
-            r.json_members += usize::from(json);
-        }
+        let (name, json) = self.conns.get(&id).map_or((String::new(), false), |c| {
+            (c.name.clone(), c.mode == Mode::Json)
+        });
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        r.members.push(Seat {
+            id,
+            after_seq: 0,
+            after_pseq: 0,
+        });
+        r.json_members += usize::from(json);
+        r.pseq += 1;
+        let (count, pseq) = (r.members.len(), r.pseq);
         self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
-        let name = self
-            .conns
-            .get(&id)
-            .map(|c| c.name.clone())
-            .unwrap_or_default();
-        self.announce(&room, id, name, PresenceEvent::Joined);
+        if json {
+            let members = self.member_names(&room);
+            self.tell_joiner(id, &room, name.clone(), count, members);
+        }
+        let joined = RoomEvent::Presence {
+            event: PresenceEvent::Joined,
+            name,
+            count,
+            subject: Some(id),
+            pseq,
+        };
+        self.deliver(&room, &joined);
+    }
+
+    /// Reads `room`'s history from the local store for a join (making the room known first).
+    fn local_snapshot(
+        &mut self,
+        room: &str,
+        replay: Replay,
+        client_epoch: Option<&str>,
+    ) -> Result<Snapshot> {
+        let Backend::Local(store) = &self.backend else {
+            return Ok(Snapshot::default());
+        };
+        if !self.rooms.contains_key(room) {
+            let last_seq = store.last_seq(room)?;
+            self.rooms.insert(
+                room.to_owned(),
+                Room {
+                    last_seq,
+                    ..Room::default()
+                },
+            );
+        }
+        let last_seq = self.rooms.get(room).map_or(0, |r| r.last_seq);
+        let epoch = store.epoch();
+        let messages = match replay {
+            Replay::None => Vec::new(),
+            Replay::Recent(n) => store.recent(room, n)?,
+            Replay::After(since) => {
+                let after = resume_after(since, client_epoch, epoch, last_seq);
+                store.since(room, after, self.history_limit)?
+            }
+        };
+        Ok(Snapshot {
+            epoch: epoch.to_owned(),
+            last_seq,
+            first_seq: store.first_seq(room)?.unwrap_or(last_seq + 1),
+            messages,
+        })
+    }
+
+    /// The names of `room`'s members, in order of arrival.
+    fn member_names(&self, room: &str) -> Vec<String> {
+        self.rooms.get(room).map_or_else(Vec::new, |r| {
+            r.members
+                .iter()
+                .filter_map(|s| self.conns.get(&s.id).map(|c| c.name.clone()))
+                .collect()
+        })
+    }
+
+    /// A JSON joiner's own `joined`, with the whole member list.
+    fn tell_joiner(
+        &mut self,
+        id: ConnId,
+        room: &str,
+        name: String,
+        count: usize,
+        members: Vec<String>,
+    ) {
+        let whole = ServerMessage::Presence {
+            room: room.to_owned(),
+            event: PresenceEvent::Joined,
+            name,
+            count,
+            members: Some(members),
+        };
+        self.offer(id, PreparedMessage::text(whole.to_json()));
     }
 
     /// Sends stored messages to `id` as one or more `history` frames (always at least one, so
-    /// that the client knows the replay is complete).
-    fn replay(&mut self, id: ConnId, room: &str, messages: Vec<ChatMessage>) {
-        let mut chunks: Vec<Vec<ChatMessage>> = Vec::new();
-        let mut it = messages.into_iter().peekable();
-        while it.peek().is_some() {
-            chunks.push(it.by_ref().take(HISTORY_CHUNK).collect());
-        }
+    /// that the client knows the replay is complete); the first says whether there is a gap.
+    fn replay(
+        &mut self,
+        id: ConnId,
+        room: &str,
+        snapshot: &Snapshot,
+        replay: Replay,
+        client_epoch: Option<&str>,
+    ) {
+        let gap = match replay {
+            Replay::None => return,
+            Replay::Recent(_) => false,
+            Replay::After(since) => snapshot.gap(since, client_epoch),
+        };
+        let mut chunks: Vec<&[ChatMessage]> = snapshot.messages.chunks(HISTORY_CHUNK).collect();
         if chunks.is_empty() {
-            chunks.push(Vec::new());
+            chunks.push(&[]);
         }
-        for messages in chunks {
+        for (i, messages) in chunks.into_iter().enumerate() {
+            let lead = gap && i == 0;
             let frame = PreparedMessage::text(
                 ServerMessage::History {
                     room: room.to_owned(),
-                    messages,
+                    messages: messages.to_vec(),
+                    epoch: snapshot.epoch.clone(),
+                    gap: lead,
+                    first_seq: lead.then_some(snapshot.first_seq),
                 }
                 .to_json(),
             );
@@ -448,7 +662,7 @@ impl State {
     }
 
     /// Assigns the next sequence number and stores the message; it is delivered when the
-    /// batch commits.
+    /// batch commits (or, with Redis, when it comes back on the room's channel).
     fn say(&mut self, id: ConnId, room: Option<String>, text: String, at: Instant) {
         let Some(conn) = self.conns.get(&id) else {
             // Already disconnected (for instance kicked for being slow): nothing to do.
@@ -462,6 +676,22 @@ impl State {
         if !conn.rooms.contains(&room) {
             return self.error(id, "not_joined", "join the room before sending to it");
         }
+        let store = match &mut self.backend {
+            Backend::Local(store) => store,
+            Backend::Shared(link) => {
+                let publish = cluster::Publish {
+                    id,
+                    room,
+                    from: conn.name.clone(),
+                    text,
+                    plain: conn.mode == Mode::Plain,
+                };
+                if let Err(refused) = link.publish(publish) {
+                    self.refuse(id, refused);
+                }
+                return;
+            }
+        };
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -473,7 +703,7 @@ impl State {
             text,
         };
         let sender_mode = conn.mode;
-        match self.store.append(&msg) {
+        match store.append(&msg) {
             Ok(()) => {
                 r.last_seq = msg.seq;
                 self.metrics.stored_messages.fetch_add(1, Relaxed);
@@ -496,8 +726,11 @@ impl State {
         if self.pending.is_empty() {
             return;
         }
+        let Backend::Local(store) = &mut self.backend else {
+            return;
+        };
         let pending = std::mem::take(&mut self.pending);
-        if let Err(e) = self.store.commit() {
+        if let Err(e) = store.commit() {
             error!("cannot commit {} messages: {e}", pending.len());
             for p in &pending {
                 // The numbers were never made durable; hand them out again.
@@ -514,123 +747,86 @@ impl State {
             return;
         }
         for p in pending {
-            self.deliver(p);
+            let room = p.msg.room.clone();
+            let message = RoomEvent::Message {
+                msg: p.msg,
+                sender: Some(p.sender),
+                plain_sender: p.sender_mode == Mode::Plain,
+            };
+            self.deliver(&room, &message);
+            self.metrics.fanout(p.at.elapsed());
         }
         self.settle();
     }
 
-    fn deliver(&mut self, p: Pending) {
-        let Some(room) = self.rooms.get(&p.msg.room) else {
-            return;
-        };
-        // Plain clients get the text as the sender typed it when it comes from another plain
-        // client (the seeds' clients put "name: " in front themselves), and "name: text" when
-        // it comes from a JSON client, which sends the name separately.
-        let plain = PreparedMessage::text(match p.sender_mode {
-            Mode::Plain => p.msg.text.clone(),
-            Mode::Json => format!("{}: {}", p.msg.from, p.msg.text),
-        });
-        let json = PreparedMessage::text(ServerMessage::Message(p.msg).to_json());
-        for &member in &room.members {
-            let Some(conn) = self.conns.get(&member) else {
-                continue;
-            };
-            let frame = match conn.mode {
-                Mode::Json => &json,
-                Mode::Plain if member == p.sender => continue,
-                Mode::Plain => &plain,
-            };
-            offer_to(member, conn, frame.clone(), &mut self.to_kick);
-        }
-        self.metrics.fanout(p.at.elapsed());
-    }
-
-    /// Tells the JSON members of `room` that `name` arrived or left: the others by name and
-    /// count, a JSON joiner (`who` on a join) with the whole member list as well.
-    fn announce(&mut self, room: &str, who: ConnId, name: String, event: PresenceEvent) {
+    /// Offers `event` to every member of `room` that has not had it yet, in its form.
+    fn deliver(&mut self, room: &str, event: &RoomEvent) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        // Plain-text members get no presence: in a room without JSON members, even the small
-        // frame would be work for nobody.
-        if r.json_members == 0 {
+        let Some(frames) = frames(room, event, r.json_members > 0) else {
             return;
-        }
-        let joiner = match event {
-            PresenceEvent::Joined => self.conns.get(&who).filter(|c| c.mode == Mode::Json),
-            PresenceEvent::Left => None,
         };
-        if let Some(conn) = joiner {
-            let members = r
-                .members
-                .iter()
-                .filter_map(|m| self.conns.get(m).map(|c| c.name.clone()))
-                .collect();
-            let whole = ServerMessage::Presence {
-                room: room.to_owned(),
-                event,
-                name: name.clone(),
-                count: r.members.len(),
-                members: Some(members),
-            };
-            offer_to(
-                who,
-                conn,
-                PreparedMessage::text(whole.to_json()),
-                &mut self.to_kick,
-            );
-        }
-        if r.json_members == usize::from(joiner.is_some()) {
-            return;
-        }
-        let frame = PreparedMessage::text(
-            ServerMessage::Presence {
-                room: room.to_owned(),
-                event,
-                name,
-                count: r.members.len(),
-                members: None,
-            }
-            .to_json(),
-        );
-        for &member in &r.members {
-            if member == who {
+        for seat in &r.members {
+            let Some(conn) = self.conns.get(&seat.id) else {
                 continue;
-            }
-            if let Some(conn) = self.conns.get(&member) {
-                if conn.mode == Mode::Json {
-                    offer_to(member, conn, frame.clone(), &mut self.to_kick);
-                }
+            };
+            if let Some(frame) = frame_for(event, &frames, seat, conn.mode) {
+                offer_to(seat.id, conn, frame.clone(), &mut self.to_kick);
             }
         }
     }
 
-    /// Removes `id` (called `name`) from `room`'s member list, tells the others, and forgets
-    /// a room left empty. The connection's own room list is the caller's business.
+    /// Removes `id` (called `name`) from `room`'s members, tells the others, and forgets a
+    /// room left empty. The connection's own room list is the caller's business.
     fn remove_member(&mut self, room: &str, id: ConnId, name: &str, mode: Mode) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
         let before = r.members.len();
-        r.members.retain(|m| *m != id);
-        if mode == Mode::Json && r.members.len() < before {
+        r.members.retain(|s| s.id != id);
+        r.joining.retain(|j| j.id != id);
+        let removed = r.members.len() < before;
+        if mode == Mode::Json && removed {
             r.json_members -= 1;
         }
-        if r.members.is_empty() {
+        let empty = r.is_empty();
+        let count = r.members.len();
+        if let Backend::Shared(link) = &self.backend {
+            // Redis announces the departure to every node, this one included.
+            link.leave(id, room.to_owned());
+            if empty {
+                link.unsubscribe(room.to_owned());
+            }
+        } else if removed && !empty {
+            r.pseq += 1;
+            let left = RoomEvent::Presence {
+                event: PresenceEvent::Left,
+                name: name.to_owned(),
+                count,
+                subject: Some(id),
+                pseq: r.pseq,
+            };
+            self.deliver(room, &left);
+        }
+        if empty {
             self.rooms.remove(room);
             self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
-        } else {
-            self.announce(room, id, name.to_owned(), PresenceEvent::Left);
         }
     }
 
     fn list_rooms(&mut self, id: ConnId) {
-        let stored = match self.store.rooms() {
-            Ok(rooms) => rooms,
-            Err(e) => {
+        let stored = match &self.backend {
+            Backend::Shared(link) => {
+                if let Err(refused) = link.rooms(id) {
+                    self.refuse(id, refused);
+                }
+                return;
+            }
+            Backend::Local(store) => store.rooms().unwrap_or_else(|e| {
                 warn!("cannot list rooms: {e}");
                 Vec::new()
-            }
+            }),
         };
         let mut rooms: Vec<RoomInfo> = stored
             .into_iter()
@@ -650,8 +846,199 @@ impl State {
             }
         }
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        self.send_rooms(id, rooms);
+    }
+
+    fn send_rooms(&mut self, id: ConnId, rooms: Vec<RoomInfo>) {
         let frame = PreparedMessage::text(ServerMessage::Rooms { rooms }.to_json());
         self.offer(id, frame);
+    }
+
+    /// What Redis answered or sent.
+    fn cluster_event(&mut self, event: ClusterEvent) {
+        match event {
+            ClusterEvent::PublishFailed { id, room } => {
+                debug!(conn = id, %room, "a message was not stored");
+                self.refuse(id, Refused::Unavailable);
+            }
+            ClusterEvent::Joined {
+                id,
+                ticket,
+                room,
+                reply,
+            } => self.joined(id, ticket, &room, reply),
+            ClusterEvent::Rooms { id, rooms } => match rooms {
+                Some(rooms) => self.send_rooms(id, rooms),
+                None => self.refuse(id, Refused::Unavailable),
+            },
+            ClusterEvent::Live { room, event } => {
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                if let RoomEvent::Message { msg, .. } = &event {
+                    r.last_seq = r.last_seq.max(msg.seq);
+                }
+                if !r.joining.is_empty() {
+                    if r.held.len() >= MAX_HELD_FOR_JOINERS {
+                        self.fail_joins(&room);
+                    } else {
+                        r.held.push(event.clone());
+                    }
+                }
+                self.deliver(&room, &event);
+            }
+            ClusterEvent::Reset { room, epoch } => self.reset(&room, epoch),
+        }
+    }
+
+    /// A join through Redis is done: replay, the member list, what arrived meanwhile, then the
+    /// joiner is a member like the others.
+    fn joined(&mut self, id: ConnId, ticket: u64, room: &str, reply: Option<JoinReply>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(i) = r
+            .joining
+            .iter()
+            .position(|j| j.id == id && j.ticket == ticket)
+        else {
+            // Left or disconnected meanwhile; its leave followed the join to Redis.
+            return;
+        };
+        let joining = r.joining.remove(i);
+        let held = if r.joining.is_empty() {
+            std::mem::take(&mut r.held)
+        } else {
+            r.held.clone()
+        };
+        let Some(reply) = reply else {
+            if joining.register {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.rooms.retain(|r| r != room);
+                }
+                self.forget_if_empty(room);
+            }
+            return self.refuse(id, Refused::Unavailable);
+        };
+        let client_epoch = joining.client_epoch.as_deref();
+        self.replay(id, room, &reply.snapshot, joining.replay, client_epoch);
+        if !joining.register {
+            return;
+        }
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let (name, mode) = (conn.name.clone(), conn.mode);
+        if mode == Mode::Json {
+            self.tell_joiner(id, room, name, reply.count, reply.members);
+        }
+        let seat = Seat {
+            id,
+            after_seq: reply.snapshot.last_seq,
+            after_pseq: reply.pseq,
+        };
+        for event in &held {
+            let Some(frames) = frames(room, event, mode == Mode::Json) else {
+                continue;
+            };
+            if let (Some(frame), Some(conn)) =
+                (frame_for(event, &frames, &seat, mode), self.conns.get(&id))
+            {
+                offer_to(id, conn, frame.clone(), &mut self.to_kick);
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.members.push(seat);
+            r.json_members += usize::from(mode == Mode::Json);
+            self.metrics.rooms.store(self.rooms.len() as i64, Relaxed);
+        }
+    }
+
+    /// Redis has fallen so far behind that the events held for `room`'s joiners pass the
+    /// bound: their joins fail (they may try again) instead of holding more.
+    fn fail_joins(&mut self, room: &str) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.held.clear();
+        let joiners = std::mem::take(&mut r.joining);
+        for j in joiners {
+            if j.register {
+                if let Some(conn) = self.conns.get_mut(&j.id) {
+                    conn.rooms.retain(|r| r != room);
+                }
+                if let Backend::Shared(link) = &self.backend {
+                    link.leave(j.id, room.to_owned());
+                }
+            }
+            self.refuse(j.id, Refused::Busy);
+        }
+        self.forget_if_empty(room);
+    }
+
+    fn forget_if_empty(&mut self, room: &str) {
+        if self.rooms.get(room).is_some_and(Room::is_empty) {
+            self.rooms.remove(room);
+            if let Backend::Shared(link) = &self.backend {
+                link.unsubscribe(room.to_owned());
+            }
+        }
+    }
+
+    /// `room`'s history was lost and numbering starts over: its JSON members are told with a
+    /// `history` frame that has a gap, and the new epoch to resume with.
+    fn reset(&mut self, room: &str, epoch: String) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        warn!(%room, %epoch, "the room's history was lost; numbering starts over");
+        r.last_seq = 0;
+        for seat in &mut r.members {
+            seat.after_seq = 0;
+        }
+        let frame = PreparedMessage::text(
+            ServerMessage::History {
+                room: room.to_owned(),
+                messages: Vec::new(),
+                epoch,
+                gap: true,
+                first_seq: Some(1),
+            }
+            .to_json(),
+        );
+        for seat in &r.members {
+            if let Some(conn) = self.conns.get(&seat.id) {
+                if conn.mode == Mode::Json {
+                    offer_to(seat.id, conn, frame.clone(), &mut self.to_kick);
+                }
+            }
+        }
+    }
+
+    /// Tells `id` that Redis did not take its request: JSON clients get an error and may try
+    /// again; plain-text clients, which cannot be told, are closed with 1013.
+    fn refuse(&mut self, id: ConnId, refused: Refused) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.mode {
+            Mode::Json => match refused {
+                Refused::Unavailable => self.error(
+                    id,
+                    "unavailable",
+                    "the chat's shared store is unreachable; try again shortly",
+                ),
+                Refused::Busy => self.error(id, "busy", "too many requests waiting; try again"),
+            },
+            Mode::Plain => {
+                if let Some(kick) = conn.kick.take() {
+                    let _ = kick.send(CloseFrame::new(
+                        CloseCode(CLOSE_TRY_AGAIN),
+                        "the chat's store is unreachable; try again later",
+                    ));
+                }
+            }
+        }
     }
 
     /// Sends an error to a JSON connection (plain clients have no way to receive one).
@@ -690,6 +1077,74 @@ impl State {
     }
 }
 
+/// Encodes `event` for `room`'s members: both forms of a message, the JSON form of a presence
+/// event (`None` when no member would get it: presence goes to JSON members only).
+fn frames(room: &str, event: &RoomEvent, any_json: bool) -> Option<Frames> {
+    match event {
+        RoomEvent::Message {
+            msg, plain_sender, ..
+        } => {
+            // Plain clients get the text as the sender typed it when it comes from another
+            // plain client (the seeds' clients put "name: " in front themselves), and
+            // "name: text" when it comes from a JSON client, which sends the name separately.
+            let plain = PreparedMessage::text(if *plain_sender {
+                msg.text.clone()
+            } else {
+                format!("{}: {}", msg.from, msg.text)
+            });
+            let json = any_json
+                .then(|| PreparedMessage::text(ServerMessage::Message(msg.clone()).to_json()));
+            Some(Frames {
+                json,
+                plain: Some(plain),
+            })
+        }
+        RoomEvent::Presence {
+            event, name, count, ..
+        } => any_json.then(|| Frames {
+            json: Some(PreparedMessage::text(
+                ServerMessage::Presence {
+                    room: room.to_owned(),
+                    event: *event,
+                    name: name.clone(),
+                    count: *count,
+                    members: None,
+                }
+                .to_json(),
+            )),
+            plain: None,
+        }),
+    }
+}
+
+/// The frame of `event` that the member in `seat`, speaking `mode`, gets, if any: none for
+/// what its join already gave it, its own plain-text message, or news of its own join.
+fn frame_for<'a>(
+    event: &RoomEvent,
+    frames: &'a Frames,
+    seat: &Seat,
+    mode: Mode,
+) -> Option<&'a PreparedMessage> {
+    match event {
+        RoomEvent::Message { msg, sender, .. } => {
+            if msg.seq <= seat.after_seq {
+                return None;
+            }
+            match mode {
+                Mode::Json => frames.json.as_ref(),
+                Mode::Plain if *sender == Some(seat.id) => None,
+                Mode::Plain => frames.plain.as_ref(),
+            }
+        }
+        RoomEvent::Presence { subject, pseq, .. } => {
+            if *subject == Some(seat.id) || *pseq <= seat.after_pseq || mode != Mode::Json {
+                return None;
+            }
+            frames.json.as_ref()
+        }
+    }
+}
+
 /// Puts a frame in connection `id`'s queue. A full queue puts the connection on `to_kick`,
 /// and a connection on `to_kick` gets nothing more. A closed queue means the connection is
 /// already going away (its `Disconnect` is on the way): nothing to do.
@@ -697,7 +1152,7 @@ fn offer_to(id: ConnId, conn: &Conn, frame: PreparedMessage, to_kick: &mut Vec<C
     if to_kick.contains(&id) {
         return;
     }
-    if let Err(Refused::Full) = conn.queue.try_send(frame) {
+    if let Err(QueueRefused::Full) = conn.queue.try_send(frame) {
         to_kick.push(id);
     }
 }
@@ -738,7 +1193,7 @@ mod tests {
             let config = config(HubConfig::new(dir.path()));
             let store = Store::open(&config.data_dir, config.history_limit).expect("the store");
             Rig {
-                state: State::new(store, &config, Arc::new(Metrics::default())),
+                state: State::new(Backend::Local(store), &config, Arc::new(Metrics::default())),
                 send_queue: config.send_queue,
                 _dir: dir,
             }
@@ -746,6 +1201,13 @@ mod tests {
 
         fn with_defaults() -> Rig {
             Rig::new(|config| config)
+        }
+
+        fn store(&self) -> &Store {
+            match &self.state.backend {
+                Backend::Local(store) => store,
+                Backend::Shared(_) => panic!("the rig runs on SQLite"),
+            }
         }
 
         fn run(&mut self, command: Command) {
@@ -791,6 +1253,7 @@ mod tests {
                 room: room.to_owned(),
                 name: name.map(str::to_owned),
                 since,
+                epoch: None,
             });
         }
 
@@ -874,11 +1337,12 @@ mod tests {
         let mut ann = rig.connect(1, Mode::Json, "", None);
         rig.join(&ann, "lobby", Some("ann"), None);
         let received = ann.received();
+        let epoch = rig.store().epoch().to_owned();
         // Always a history frame, empty or not: the client knows the replay is complete.
         assert_eq!(
             received,
             [
-                json!({"type": "history", "room": "lobby", "messages": []}),
+                json!({"type": "history", "room": "lobby", "messages": [], "epoch": epoch}),
                 json!({"type": "presence", "room": "lobby", "event": "joined", "name": "ann",
                        "count": 1, "members": ["ann"]}),
             ]
@@ -1162,5 +1626,60 @@ mod tests {
         rig.say(&fast, None, "later");
         assert!(slow.received().is_empty());
         assert_eq!(rig.state.metrics.slow_disconnects.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_resume_older_than_the_history_held_says_there_is_a_gap() {
+        let mut rig = Rig::new(|config| config.history_limit(5));
+        rig.fill("lobby", 12);
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.join(&ann, "lobby", Some("ann"), Some(3));
+        let received = ann.received();
+        assert_eq!(received[0]["gap"], true, "{received:?}");
+        assert_eq!(received[0]["first_seq"], 8);
+        assert_eq!(replayed(&received), [8, 9, 10, 11, 12]);
+        // Inside what is held: no gap, and the field is left out.
+        let mut bob = rig.connect(2, Mode::Json, "", None);
+        rig.join(&bob, "lobby", Some("bob"), Some(7));
+        let received = bob.received();
+        assert!(received[0].get("gap").is_none(), "{received:?}");
+        assert_eq!(replayed(&received), [8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn a_resume_with_numbers_of_another_epoch_gets_everything_held_and_a_gap() {
+        let mut rig = Rig::with_defaults();
+        rig.fill("lobby", 4);
+        let epoch = rig.store().epoch().to_owned();
+        let mut ann = rig.connect(1, Mode::Json, "", None);
+        rig.run(Command::Join {
+            id: ann.id,
+            room: "lobby".into(),
+            name: Some("ann".into()),
+            since: Some(3),
+            epoch: Some("another-history".into()),
+        });
+        let received = ann.received();
+        assert_eq!(received[0]["gap"], true);
+        assert_eq!(received[0]["epoch"], epoch.as_str());
+        assert_eq!(replayed(&received), [1, 2, 3, 4]);
+        // Numbers past the end can only come from a history that started over.
+        let mut bob = rig.connect(2, Mode::Json, "", None);
+        rig.join(&bob, "lobby", Some("bob"), Some(40));
+        let received = bob.received();
+        assert_eq!(received[0]["gap"], true);
+        assert_eq!(replayed(&received), [1, 2, 3, 4]);
+        // The same epoch and a number inside: an ordinary resume.
+        let mut carl = rig.connect(3, Mode::Json, "", None);
+        rig.run(Command::Join {
+            id: carl.id,
+            room: "lobby".into(),
+            name: Some("carl".into()),
+            since: Some(3),
+            epoch: Some(epoch),
+        });
+        let received = carl.received();
+        assert!(received[0].get("gap").is_none());
+        assert_eq!(replayed(&received), [4]);
     }
 }

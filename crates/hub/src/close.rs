@@ -7,6 +7,7 @@
 //! | 1003 | a binary message on a chat connection (chat is text only) |
 //! | 1008 | the client sent messages faster than `--rate-limit` allows |
 //! | 1009 | a message larger than `--max-message-size` |
+//! | 1013 | a plain-text client's message could not be stored: the shared store of a multi-node hub (Redis) is unreachable; try again later |
 //! | 4000 | the client read too slowly: its send queue filled up; reconnect and resume |
 
 /// Close code for a recipient that fell `send_queue` messages behind. It is in the 4000-4999
@@ -38,3 +39,12 @@ pub const CLOSE_SHUTDOWN: u16 = 1001;
 /// assert_eq!(duplex_hub::CLOSE_BINARY, 1003);
 /// ```
 pub const CLOSE_BINARY: u16 = 1003;
+
+/// Close code for a plain-text client whose message could not be stored because a multi-node
+/// hub cannot reach Redis ("try again later", RFC 6455 7.4.1 as registered with IANA). JSON
+/// clients get an `unavailable` error instead and stay connected.
+///
+/// ```
+/// assert_eq!(duplex_hub::CLOSE_TRY_AGAIN, 1013);
+/// ```
+pub const CLOSE_TRY_AGAIN: u16 = 1013;

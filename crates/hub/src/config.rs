@@ -65,6 +65,65 @@ pub struct HubConfig {
     /// close frame (`close_timeout`), which is also how long a disconnected slow recipient has
     /// to read what is already on its way.
     pub websocket: duplex::Config,
+    /// Rooms shared with other nodes through Redis; `None` (the default): this node alone,
+    /// with its history in SQLite under [`HubConfig::data_dir`].
+    pub redis: Option<RedisConfig>,
+}
+
+/// How a node shares its rooms with others through Redis (see the README's deployment
+/// section). Every node of one deployment uses the same Redis and prefix.
+///
+/// ```
+/// use std::time::Duration;
+/// let redis = duplex_hub::RedisConfig::new("redis://127.0.0.1:6379/0")
+///     .presence_ttl(Duration::from_secs(10));
+/// let config = duplex_hub::HubConfig::new("./data").redis(redis);
+/// assert_eq!(config.redis.unwrap().prefix, "duplex");
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://` for TLS.
+    pub url: String,
+    /// The start of every key and channel name (default `duplex`), so that several
+    /// deployments can share one Redis.
+    pub prefix: String,
+    /// How long a member stays present without its node refreshing it (default 30 s): a node
+    /// killed or cut off from Redis has its members leave within this time and a third.
+    pub presence_ttl: Duration,
+    /// Requests (messages, joins, room lists) that may wait for Redis at once (default 4096);
+    /// more are refused with a `busy` error rather than queued without bound.
+    pub max_pending: usize,
+}
+
+impl RedisConfig {
+    /// A configuration for the Redis at `url`, with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: "duplex".to_owned(),
+            presence_ttl: Duration::from_secs(30),
+            max_pending: 4096,
+        }
+    }
+
+    /// Sets [`RedisConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`RedisConfig::presence_ttl`].
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl;
+        self
+    }
+
+    /// Sets [`RedisConfig::max_pending`].
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n.max(1);
+        self
+    }
 }
 
 impl HubConfig {
@@ -86,6 +145,7 @@ impl HubConfig {
             websocket: duplex::Config::default()
                 .max_message_size(64 * 1024)
                 .max_frame_size(64 * 1024),
+            redis: None,
         }
     }
 
@@ -170,6 +230,12 @@ impl HubConfig {
     /// Sets [`HubConfig::park_after`].
     pub fn park_after(mut self, after: Option<Duration>) -> Self {
         self.park_after = after;
+        self
+    }
+
+    /// Sets [`HubConfig::redis`]: share rooms with other nodes.
+    pub fn redis(mut self, redis: RedisConfig) -> Self {
+        self.redis = Some(redis);
         self
     }
 

@@ -29,6 +29,10 @@ pub enum HubError {
     /// The history database failed.
     #[error("history storage: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// The Redis URL of a multi-node hub is not usable (the hub starts while Redis itself is
+    /// unreachable, and reports itself degraded until it can reach it).
+    #[error("Redis: {0}")]
+    Redis(String),
     /// The thread that owns rooms and storage stopped unexpectedly.
     #[error("the room broker stopped unexpectedly")]
     BrokerGone,

@@ -49,6 +49,8 @@ pub struct Hub {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     broker_thread: JoinHandle<Result<()>>,
+    /// The Redis side of a multi-node hub, which ends after the broker thread.
+    redis_engine: Option<tokio::task::JoinHandle<()>>,
     /// Where parked echo connections enter the lot, which `run` starts.
     lot_entrance: Option<Entrance>,
 }
@@ -80,9 +82,14 @@ impl Hub {
             .iter()
             .map(TcpListener::local_addr)
             .collect::<std::io::Result<Vec<_>>>()?;
-        let store = Store::open(&config.data_dir, config.history_limit)?;
+        // With Redis, the history is there and nothing is kept in the data directory.
+        let store = match config.redis {
+            None => Some(Store::open(&config.data_dir, config.history_limit)?),
+            Some(_) => None,
+        };
         let metrics = Arc::new(Metrics::default());
-        let (broker, broker_thread) = Broker::start(store, &config, metrics.clone())?;
+        let started = Broker::start(store, &config, metrics.clone())?;
+        let (redis_health, redis_engine) = started.redis.unzip();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (parking, lot_entrance) = match config.park_after {
             Some(after) => {
@@ -96,7 +103,8 @@ impl Hub {
             limit: ConnectionLimit::new(config.max_connections),
             config,
             metrics,
-            broker,
+            broker: started.broker,
+            redis: redis_health,
             shutdown: shutdown_rx,
             next_id: AtomicU64::new(1),
             parking,
@@ -106,7 +114,8 @@ impl Hub {
             addrs,
             shared,
             shutdown,
-            broker_thread,
+            broker_thread: started.thread,
+            redis_engine,
             lot_entrance,
         })
     }
@@ -136,6 +145,7 @@ impl Hub {
             shared,
             shutdown: stop,
             broker_thread,
+            redis_engine,
             lot_entrance,
         } = self;
         let lot = lot_entrance.map(|entrance| {
@@ -190,10 +200,20 @@ impl Hub {
             Ok(Ok(result)) => result?,
             _ => return Err(HubError::BrokerGone),
         }
+        if let Some(engine) = redis_engine {
+            // Members still registered leave presence now instead of expiring later.
+            if tokio::time::timeout(REDIS_GOODBYE, engine).await.is_err() {
+                warn!("Redis did not take the last leaves within {REDIS_GOODBYE:?}");
+            }
+        }
         info!("history flushed; stopped");
         Ok(())
     }
 }
+
+/// Time the Redis side has, after the broker stopped, to take this node's members out of
+/// presence.
+const REDIS_GOODBYE: Duration = Duration::from_secs(3);
 
 /// Waits until no connection holds a place in `limit`. Only a shutdown waits for this, so a
 /// look every few milliseconds costs nothing while the hub serves.

@@ -31,9 +31,11 @@
 mod auth;
 mod broker;
 mod close;
+mod cluster;
 mod config;
 mod echo;
 mod error;
+mod feed;
 mod hub;
 mod metrics;
 mod open;
@@ -47,8 +49,10 @@ mod session;
 mod shutdown;
 mod store;
 
-pub use close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW};
-pub use config::HubConfig;
+pub use close::{
+    CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN, CLOSE_TOO_SLOW, CLOSE_TRY_AGAIN,
+};
+pub use config::{HubConfig, RedisConfig};
 pub use error::{HubError, Result};
 pub use hub::Hub;
 pub use metrics::Metrics;

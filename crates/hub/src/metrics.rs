@@ -5,7 +5,7 @@
 //! thread ([`Traffic`]), so that worker threads do not pass one cache line back and forth.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Why a request was refused before any WebSocket existed.
@@ -62,9 +62,56 @@ pub struct Metrics {
     pub(crate) slow_disconnects: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     rejections: [AtomicU64; 5],
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_ns: AtomicU64,
+    fanout: Histogram,
+    pub(crate) redis: RedisMetrics,
+}
+
+/// How a multi-node hub's link to Redis fares (rendered only when the hub uses Redis).
+#[derive(Debug, Default)]
+pub(crate) struct RedisMetrics {
+    pub(crate) enabled: AtomicBool,
+    /// 1 while the subscription connection is up and caught up.
+    pub(crate) up: AtomicI64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) round_trip: Histogram,
+}
+
+/// A latency histogram: per-bucket counts, summed into cumulative ones on render, so that the
+/// hot path is a single increment.
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns
+            .fetch_add(latency.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
 }
 
 impl Metrics {
@@ -87,15 +134,7 @@ impl Metrics {
 
     /// Records the time from a message's arrival to its last recipient's queue.
     pub(crate) fn fanout(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        // Buckets are cumulative in the exposition format; storing per-bucket counts and
-        // summing on render keeps the hot path to a single increment.
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            self.latency_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_ns
-            .fetch_add(latency.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.fanout.record(latency);
     }
 
     /// The Prometheus text exposition of every counter.
@@ -204,29 +243,56 @@ impl Metrics {
             );
         }
 
-        let _ = writeln!(
-            out,
-            "# HELP duplex_fanout_latency_seconds Time from a chat message's arrival to its last \
-             recipient's queue (storage included).\n\
-             # TYPE duplex_fanout_latency_seconds histogram"
+        self.fanout.render(
+            &mut out,
+            "duplex_fanout_latency_seconds",
+            "Time from a chat message's arrival to its last recipient's queue (storage included).",
         );
-        let mut cumulative = 0;
-        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            cumulative += count.load(Relaxed);
+        if self.redis.enabled.load(Relaxed) {
+            self.render_redis(&mut out);
+        }
+        out
+    }
+}
+
+impl Metrics {
+    fn render_redis(&self, out: &mut String) {
+        let redis = &self.redis;
+        let mut one = |name: &str, kind: &str, help: &str, value: String| {
             let _ = writeln!(
                 out,
-                "duplex_fanout_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
-        }
-        let count = self.latency_count.load(Relaxed);
-        let sum = self.latency_sum_ns.load(Relaxed) as f64 / 1e9;
-        let _ = writeln!(
-            out,
-            "duplex_fanout_latency_seconds_bucket{{le=\"+Inf\"}} {count}\n\
-             duplex_fanout_latency_seconds_sum {sum}\n\
-             duplex_fanout_latency_seconds_count {count}"
+        };
+        one(
+            "duplex_redis_up",
+            "gauge",
+            "1 while the node is subscribed to Redis and caught up; 0 while it reconnects.",
+            redis.up.load(Relaxed).to_string(),
         );
-        out
+        one(
+            "duplex_redis_requests_total",
+            "counter",
+            "Round trips to Redis (a pipeline of several commands counts once).",
+            redis.requests.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_redis_errors_total",
+            "counter",
+            "Redis round trips that failed (connection lost, timeout, script error).",
+            redis.errors.load(Relaxed).to_string(),
+        );
+        one(
+            "duplex_redis_reconnects_total",
+            "counter",
+            "Times the subscription connection to Redis was lost and made again.",
+            redis.reconnects.load(Relaxed).to_string(),
+        );
+        redis.round_trip.render(
+            out,
+            "duplex_redis_round_trip_seconds",
+            "Time of one round trip to Redis.",
+        );
     }
 }
 

@@ -22,7 +22,12 @@ pub const MAX_NAME_CHARS: usize = 32;
 ///     serde_json::from_str(r#"{"type":"join","room":"general","name":"alice","since":41}"#).unwrap();
 /// assert_eq!(
 ///     join,
-///     ClientMessage::Join { room: Some("general".into()), name: Some("alice".into()), since: Some(41) }
+///     ClientMessage::Join {
+///         room: Some("general".into()),
+///         name: Some("alice".into()),
+///         since: Some(41),
+///         epoch: None,
+///     }
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -38,6 +43,10 @@ pub enum ClientMessage {
         name: Option<String>,
         /// The last sequence number the client saw in this room.
         since: Option<u64>,
+        /// The room's epoch as the client last saw it (from a `history` frame): if the room's
+        /// history has been lost and restarted since, the numbers are not comparable, and
+        /// the reply says `"gap": true`.
+        epoch: Option<String>,
     },
     /// Leave a room.
     Leave {
@@ -124,12 +133,25 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         members: Option<Vec<String>>,
     },
-    /// Stored messages replayed on join, oldest first.
+    /// Stored messages replayed on join, oldest first. A long replay comes as several frames;
+    /// the first says whether it has a gap.
     History {
         /// The room.
         room: String,
         /// The messages.
         messages: Vec<ChatMessage>,
+        /// Names this run of the room's history: it changes when the history is lost (a Redis
+        /// without persistence restarted, a data directory deleted) and numbering starts over.
+        /// A client keeps it with its last `seq` and sends both when it joins again.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        epoch: String,
+        /// True when messages the client asked for are no longer held (trimmed to the history
+        /// limit, or lost with the epoch): the replay starts at `first_seq`, not after `since`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
+        /// With `gap`: the oldest message still held (one past the last when none is).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_seq: Option<u64>,
     },
     /// The answer to `{"type":"rooms"}`.
     Rooms {
@@ -138,7 +160,10 @@ pub enum ServerMessage {
     },
     /// A request could not be carried out; the connection stays open.
     Error {
-        /// Machine-readable: `bad_request`, `bad_name`, `bad_room`, `not_joined`, `storage`.
+        /// Machine-readable: `bad_request`, `bad_name`, `bad_room`, `not_joined`,
+        /// `too_many_rooms`, `storage` (the history could not be written or read), `unavailable`
+        /// (the shared store of a multi-node hub is unreachable: try again), `busy` (too many
+        /// requests waiting for it).
         code: String,
         /// Human-readable.
         message: String,
@@ -207,6 +232,7 @@ mod tests {
                     room: None,
                     name: Some("bob".into()),
                     since: None,
+                    epoch: None,
                 },
             ),
             (

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) limit: ConnectionLimit,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) broker: Broker,
+    /// With Redis: whether this node can reach it (`/healthz` says 503 while it cannot).
+    pub(crate) redis: Option<crate::cluster::Health>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) next_id: AtomicU64,
     /// Where idle echo connections are parked (`None`: they keep their tasks).
@@ -208,7 +210,17 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
     }
     let path = request.uri().path();
     let response = match path {
-        "/healthz" => Some(ok("text/plain; charset=utf-8", "ok\n".to_owned())),
+        "/healthz" => Some(match &shared.redis {
+            Some(redis) if !redis.is_up() => {
+                let mut degraded = ok(
+                    "text/plain; charset=utf-8",
+                    "degraded: Redis is unreachable; reconnecting\n".to_owned(),
+                );
+                *degraded.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                degraded
+            }
+            _ => ok("text/plain; charset=utf-8", "ok\n".to_owned()),
+        }),
         "/metrics" => Some(ok(
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render(),

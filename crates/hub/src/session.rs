@@ -211,11 +211,17 @@ impl Session {
     fn command(&self, msg: ClientMessage, at: Instant) -> Command {
         let id = self.id;
         match msg {
-            ClientMessage::Join { room, name, since } => Command::Join {
+            ClientMessage::Join {
+                room,
+                name,
+                since,
+                epoch,
+            } => Command::Join {
                 id,
                 room: room.unwrap_or_else(|| self.room.clone()),
                 name,
                 since,
+                epoch,
             },
             ClientMessage::Leave { room } => Command::Leave {
                 id,

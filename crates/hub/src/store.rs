@@ -1,5 +1,7 @@
 //! Room history in SQLite: append with a per-room sequence number, read back after a sequence
-//! number, keep at most a fixed number of messages per room.
+//! number, keep at most a fixed number of messages per room. The database has one epoch,
+//! made when it is created: a client holding numbers from a deleted database learns that they
+//! no longer mean anything.
 //!
 //! The store is used from one thread only (the broker's), so it holds a plain
 //! [`rusqlite::Connection`] and needs no pool or lock.
@@ -20,6 +22,7 @@ pub(crate) struct Store {
     db: Connection,
     history_limit: u64,
     in_transaction: bool,
+    epoch: String,
 }
 
 impl Store {
@@ -43,13 +46,44 @@ impl Store {
                 time INTEGER NOT NULL,
                 text TEXT NOT NULL,
                 PRIMARY KEY (room, seq)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
             ) WITHOUT ROWID;",
         )?;
+        db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?1)",
+            params![crate::feed::new_epoch()],
+        )?;
+        let epoch = db.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |row| {
+            row.get(0)
+        })?;
         Ok(Store {
             db,
             history_limit: history_limit.max(1),
             in_transaction: false,
+            epoch,
         })
+    }
+
+    /// The epoch of this database's history.
+    pub(crate) fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The oldest sequence number still held for `room`, if any.
+    pub(crate) fn first_seq(&self, room: &str) -> Result<Option<u64>> {
+        let seq: Option<i64> = self
+            .db
+            .query_row(
+                "SELECT MIN(seq) FROM messages WHERE room = ?1",
+                params![room],
+                |row| row.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(seq.map(|s| s.max(0) as u64))
     }
 
     /// The highest sequence number stored for `room` (0 for a room without history).
@@ -202,7 +236,18 @@ mod tests {
             store.commit().unwrap();
             store.close().unwrap();
         }
+        let epoch = {
+            let store = Store::open(dir.path(), 3).unwrap();
+            store.epoch().to_owned()
+        };
         let store = Store::open(dir.path(), 3).unwrap();
+        assert_eq!(
+            store.epoch(),
+            epoch,
+            "the epoch is the database's, kept across opens"
+        );
+        assert_eq!(store.first_seq("general").unwrap(), Some(3));
+        assert_eq!(store.first_seq("nowhere").unwrap(), None);
         assert_eq!(store.last_seq("general").unwrap(), 5);
         assert_eq!(store.last_seq("nowhere").unwrap(), 0);
         let texts: Vec<_> = store
@@ -218,5 +263,9 @@ mod tests {
             store.rooms().unwrap(),
             [("general".to_string(), 5), ("other".to_string(), 1)]
         );
+        drop(store);
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = Store::open(elsewhere.path(), 3).unwrap();
+        assert_ne!(other.epoch(), epoch, "a new database is a new epoch");
     }
 }

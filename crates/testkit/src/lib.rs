@@ -10,6 +10,8 @@
 //! - [`alloc`]: a counting global allocator (allocations per thread, live and peak bytes).
 //! - [`pki`] (feature `tls`): a private CA and a server certificate made with rcgen, as PEM
 //!   files and as rustls configurations.
+//! - [`redis`] (feature `redis`): a real `redis-server` on a free loopback port, killed and
+//!   restarted at will.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -20,6 +22,8 @@ pub mod http;
 pub mod net;
 #[cfg(feature = "tls")]
 pub mod pki;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use frame::{encode, masked, parse_frames, unmasked, Frame};
 

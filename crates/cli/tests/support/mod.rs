@@ -70,6 +70,20 @@ impl Serve {
         self.child.id()
     }
 
+    /// Kills the server with `SIGKILL`: no graceful shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.ws
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     /// The URL of room `name`.
     pub fn room(&self, name: &str) -> String {
         format!("{}rooms/{name}", self.ws)

@@ -1,0 +1,153 @@
+//! A real `redis-server` (Debian's package) on a free loopback port, for the multi-node tests.
+//!
+//! It is started with no snapshots (`--save ''`) and, when asked, with an append-only file
+//! written on every command, so that a test can kill it with `SIGKILL` and start it again on
+//! the same port with everything it acknowledged. Dropping it kills it.
+//!
+//! Where `redis-server` is missing, [`RedisServer::start`] returns `None` after saying so on
+//! stderr, so that a developer without it can still run the other tests; under CI (`CI` set
+//! to anything but `false`) it panics instead: there, a missing component is a failure.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a started server has to answer `PING`.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// A running (or stopped, between [`RedisServer::kill`] and [`RedisServer::restart`])
+/// `redis-server`.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    durable: bool,
+}
+
+impl RedisServer {
+    /// A server that keeps nothing on disk: a restart comes back empty.
+    pub fn start() -> Option<RedisServer> {
+        RedisServer::launch(false)
+    }
+
+    /// A server with an append-only file synced on every write: a restart, even after
+    /// `SIGKILL`, comes back with everything it acknowledged.
+    pub fn start_durable() -> Option<RedisServer> {
+        RedisServer::launch(true)
+    }
+
+    fn launch(durable: bool) -> Option<RedisServer> {
+        if !installed() {
+            let ci = std::env::var("CI").is_ok_and(|v| v != "false");
+            assert!(
+                !ci,
+                "redis-server is not installed (apt-get install redis-server); CI needs it"
+            );
+            eprintln!("skipped: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("a directory for Redis");
+        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            durable,
+        };
+        server.restart();
+        Some(server)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on (the same across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills it with `SIGKILL` (no chance to save anything beyond what it already wrote).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and waits until it answers (a running one is killed
+    /// first). A durable server comes back with its data.
+    pub fn restart(&mut self) {
+        self.kill();
+        let dir: PathBuf = self.dir.path().to_owned();
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .arg("--dir")
+            .arg(&dir)
+            .args(["--daemonize", "no", "--loglevel", "warning"]);
+        if self.durable {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_WITHIN;
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not answer within {READY_WITHIN:?}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether it answers `PING` now.
+    pub fn answers(&self) -> bool {
+        self.command("PING")
+            .is_some_and(|reply| reply.starts_with("+PONG"))
+    }
+
+    /// Sends one inline command (`"DBSIZE"`, `"FLUSHALL"`) and returns the raw reply.
+    pub fn command(&self, line: &str) -> Option<String> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        tcp.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        let mut reply = [0u8; 512];
+        let n = tcp.read(&mut reply).ok()?;
+        Some(String::from_utf8_lossy(&reply[..n]).into_owned())
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
