@@ -21,7 +21,10 @@ pub(super) async fn run_idle(
     totals: &Arc<Totals>,
     started: Instant,
 ) -> anyhow::Result<()> {
-    let pid = args.server_pid.context("--idle needs --server-pid")?;
+    let pid = *args
+        .server_pid
+        .first()
+        .context("--idle needs --server-pid")?;
     let before = server_rss(pid)?;
     let limit = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let release = Arc::new(Notify::new());

@@ -9,6 +9,10 @@
 //!   URL); the publisher stamps each message with its send time, subscribers measure the
 //!   delivery latency. The publisher keeps at most `--in-flight` messages ahead of the
 //!   deliveries, so a fast server is never made to drop slow subscribers.
+//! - `--crossnode`: one chat room over several server nodes (a comma list of URLs), `-c`
+//!   subscribers split evenly over them and `--publishers` on the first, speaking duplex's
+//!   JSON or Socket.IO 4 (`--protocol`): the delivery rate and latency of a room shared
+//!   between nodes (through Redis, for `duplex serve --redis` and Socket.IO's Redis adapter).
 //! - `--idle`: opens `-c` connections, lets them sit, and reports the server's resident memory
 //!   per connection (`--server-pid` required).
 //!
@@ -18,13 +22,15 @@
 //! The generator's own cost is kept small: one task per connection on a multi-thread runtime,
 //! one payload `Bytes` shared by every send, a batch of echoes answered with one write.
 //! Measurements cover the interval after `--warmup`; with `--server-pid` the server's CPU time
-//! in that interval (from `/proc/PID/stat`) gives messages per server CPU-second, the figure
-//! that ranks servers fairly when the generator, not the server, is the bottleneck.
+//! in that interval (from `/proc/PID/stat`, summed over every `--server-pid`) gives messages
+//! per server CPU-second, the figure that ranks servers fairly when the generator, not the
+//! server, is the bottleneck.
 //!
 //! This module opens the connections and runs the measurement window; [`plans`] holds the
-//! options, [`connections`] the echo workloads, [`fanout`] and [`idle`] the other two,
-//! [`measure`] the window, counters and histograms they fill, [`report`] the printed result,
-//! [`server_usage`] the `/proc` readings.
+//! options, [`connections`] the echo workloads, [`fanout`], [`crossnode`] and [`idle`] the
+//! others ([`wire`] the chat protocols `crossnode` speaks), [`measure`] the window, counters
+//! and histograms they fill, [`report`] the printed result, [`server_usage`] the `/proc`
+//! readings.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -36,12 +42,14 @@ use duplex::ClientBuilder;
 use tokio::sync::Semaphore;
 
 mod connections;
+mod crossnode;
 mod fanout;
 mod idle;
 mod measure;
 mod plans;
 mod report;
 mod server_usage;
+mod wire;
 
 use connections::{raw_echo, ws_echo, Ctx};
 use fanout::{publish, subscribe, Fanout, PRIMING};
@@ -56,13 +64,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--connections and --in-flight must be at least 1");
     }
     let mode = Mode::of(&args);
-    let url = url::Url::parse(&args.url).with_context(|| format!("bad URL {}", args.url))?;
-    let host = url.host_str().context("the URL has no host")?.to_owned();
-    let port = url.port_or_known_default().context("the URL has no port")?;
     let config = duplex::Config::default()
         .keepalive(None, None)
         .deflate(args.deflate.config());
     let totals = Arc::new(Totals::default());
+    if mode == Mode::Crossnode {
+        return crossnode::run_crossnode(&args, config, &totals).await;
+    }
+    let url = url::Url::parse(&args.url).with_context(|| format!("bad URL {}", args.url))?;
+    let host = url.host_str().context("the URL has no host")?.to_owned();
+    let port = url.port_or_known_default().context("the URL has no port")?;
     let payload = make_payload(args.size, args.binary);
 
     let connect_started = Instant::now();
@@ -172,6 +183,57 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let end = start + args.duration;
     let _ = window.set(Window { start, end });
 
+    let cpu = watch(&args, &totals, start, end).await;
+    stop.store(true, Relaxed);
+    let cpu = cpu?;
+
+    let mut latencies = histogram();
+    for task in tasks {
+        // Every task ends by itself shortly after the window (its close is bounded).
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(hist)) => latencies.add(&hist).expect("same histogram bounds"),
+            Ok(Err(e)) => totals.error(format!("task failed: {e}")),
+            Err(_) => totals.error("a connection did not finish within 10 s"),
+        }
+    }
+
+    let server_cpu = cpu.map(|each| each.iter().sum());
+    let report = Summary {
+        mode,
+        args: &args,
+        connect_failed: failed,
+        connected_in,
+        latencies: &latencies,
+        totals: &totals,
+        server_cpu,
+    }
+    .to_json();
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// Waits out the warm-up and the measurement window (`start` to `end`), showing progress on a
+/// terminal, and returns each `--server-pid`'s CPU seconds within the window (`None` without
+/// any).
+async fn watch(
+    args: &BenchArgs,
+    totals: &Totals,
+    start: Instant,
+    end: Instant,
+) -> anyhow::Result<Option<Vec<f64>>> {
+    let cpu_of = |pids: &[u32]| -> anyhow::Result<Option<Vec<f64>>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        pids.iter()
+            .map(|&pid| server_cpu(pid))
+            .collect::<anyhow::Result<_>>()
+            .map(Some)
+    };
     let progress = std::io::stderr().is_terminal() && !args.json;
     let total_time = args.warmup + args.duration;
     let begun = Instant::now();
@@ -181,7 +243,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let next = (Instant::now() + Duration::from_millis(250)).min(end);
         if cpu_before.is_none() && next >= start {
             tokio::time::sleep_until(start.into()).await;
-            cpu_before = args.server_pid.map(server_cpu).transpose()?;
+            cpu_before = Some(cpu_of(&args.server_pid)?);
             continue;
         }
         tokio::time::sleep_until(next.into()).await;
@@ -200,40 +262,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let cpu_after = args.server_pid.map(server_cpu).transpose()?;
+    let cpu_after = cpu_of(&args.server_pid)?;
     if progress {
         eprintln!();
     }
-    stop.store(true, Relaxed);
-
-    let mut latencies = histogram();
-    for task in tasks {
-        // Every task ends by itself shortly after the window (its close is bounded).
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(Ok(hist)) => latencies.add(&hist).expect("same histogram bounds"),
-            Ok(Err(e)) => totals.error(format!("task failed: {e}")),
-            Err(_) => totals.error("a connection did not finish within 10 s"),
+    Ok(match (cpu_before.flatten(), cpu_after) {
+        (Some(before), Some(after)) => {
+            Some(after.iter().zip(&before).map(|(a, b)| a - b).collect())
         }
-    }
-
-    let server_cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some(b - a),
         _ => None,
-    };
-    let report = Summary {
-        mode,
-        args: &args,
-        connect_failed: failed,
-        connected_in,
-        latencies: &latencies,
-        totals: &totals,
-        server_cpu,
-    }
-    .to_json();
-    if args.json {
-        println!("{report}");
-    } else {
-        print_report(&report);
-    }
-    Ok(())
+    })
 }

@@ -7,13 +7,15 @@ use bytes::Bytes;
 use clap::Args;
 use duplex::{Message, Utf8Bytes};
 
+use super::wire::Protocol;
 use crate::deflate_args::DeflateArgs;
 
 /// Options of `duplex bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Echo endpoint (ws://host:port/echo), or a chat room with --fanout
-    /// (ws://host:port/rooms/bench).
+    /// Echo endpoint (ws://host:port/echo), a chat room with --fanout
+    /// (ws://host:port/rooms/bench), or with --crossnode the nodes as a comma list
+    /// (ws://127.0.0.1:8081,ws://127.0.0.1:8082).
     pub(super) url: String,
     /// Connections (subscribers with --fanout).
     #[arg(short = 'c', long, default_value_t = 1)]
@@ -40,16 +42,35 @@ pub struct BenchArgs {
     #[arg(long)]
     pub(super) json: bool,
     /// The server's process id: report its CPU time during the measurement (and its memory
-    /// with --idle).
+    /// with --idle). Repeatable: the CPU time is the sum over every process given (the nodes
+    /// of --crossnode, and what they share, such as Redis); --idle reads the first.
     #[arg(long, value_name = "PID")]
-    pub(super) server_pid: Option<u32>,
+    pub(super) server_pid: Vec<u32>,
     /// Echo over plain TCP, without WebSocket framing (the URL's host and port are used): the
     /// ceiling of a server that only copies bytes back.
-    #[arg(long, conflicts_with_all = ["fanout", "idle"])]
+    #[arg(long, conflicts_with_all = ["fanout", "idle", "crossnode"])]
     pub(super) raw_tcp: bool,
     /// One publisher and -c subscribers in the chat room of the URL.
-    #[arg(long, conflicts_with = "idle")]
+    #[arg(long, conflicts_with_all = ["idle", "crossnode"])]
     pub(super) fanout: bool,
+    /// One chat room spread over the nodes of the URL list: -c subscribers split evenly over
+    /// them, --publishers publishers on the first, each at most --in-flight messages ahead of
+    /// its slowest delivery (and at most --rate messages per second in all).
+    #[arg(long, conflicts_with = "idle")]
+    pub(super) crossnode: bool,
+    /// The nodes' chat protocol with --crossnode: duplex serve's JSON or Socket.IO 4.
+    #[arg(long, value_enum, default_value = "duplex", requires = "crossnode")]
+    pub(super) protocol: Protocol,
+    /// Publishers with --crossnode, all on the first node.
+    #[arg(long, default_value_t = 1, requires = "crossnode")]
+    pub(super) publishers: usize,
+    /// Messages per second the --crossnode publishers send in all (0: as many as --in-flight
+    /// allows).
+    #[arg(long, default_value_t = 0.0, requires = "crossnode", value_parser = parse_rate)]
+    pub(super) rate: f64,
+    /// The --crossnode room.
+    #[arg(long, default_value = "bench", requires = "crossnode")]
+    pub(super) room: String,
     /// Open -c connections, keep them idle and report the server's memory per connection.
     #[arg(long, requires = "server_pid")]
     pub(super) idle: bool,
@@ -64,6 +85,7 @@ pub(super) enum Mode {
     Echo,
     RawTcp,
     Fanout,
+    Crossnode,
     Idle,
 }
 
@@ -71,6 +93,8 @@ impl Mode {
     pub(super) fn of(args: &BenchArgs) -> Mode {
         if args.idle {
             Mode::Idle
+        } else if args.crossnode {
+            Mode::Crossnode
         } else if args.fanout {
             Mode::Fanout
         } else if args.raw_tcp {
@@ -86,6 +110,7 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::RawTcp => "raw-tcp",
             Mode::Fanout => "fanout",
+            Mode::Crossnode => "crossnode",
             Mode::Idle => "idle",
         }
     }
@@ -108,6 +133,16 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("unknown unit in {s:?}: use ms, s or m")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Parses a rate in messages per second: finite, not negative.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "expected messages per second (0 or more), got {s:?}"
+        )),
+    }
 }
 
 pub(super) fn make_payload(size: usize, binary: bool) -> Message {
@@ -133,5 +168,14 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("0"), Ok(0.0));
+        assert_eq!(parse_rate("250.5"), Ok(250.5));
+        assert!(parse_rate("-1").is_err());
+        assert!(parse_rate("inf").is_err());
+        assert!(parse_rate("fast").is_err());
     }
 }

@@ -28,11 +28,26 @@ pub(super) fn print_report(r: &serde_json::Value) {
         r["in_flight"],
         f(&r["duration_secs"]),
     );
-    let what = if mode == "fanout" {
+    let what = if mode == "fanout" || mode == "crossnode" {
         "deliveries"
     } else {
         "messages"
     };
+    if mode == "crossnode" {
+        println!(
+            "  {} over {} nodes, {} publisher(s) on the first: {} sent ({:.0}/s{}), deliveries by node {}",
+            r["protocol"].as_str().unwrap_or_default(),
+            r["nodes"].as_array().map_or(0, Vec::len),
+            r["publishers"],
+            r["sent"],
+            f(&r["sent_per_sec"]),
+            match f(&r["rate"]) {
+                0.0 => String::new(),
+                rate => format!(", asked {rate:.0}/s"),
+            },
+            r["deliveries_by_node"],
+        );
+    }
     println!(
         "  {what}: {} ({:.0}/s, {:.2} MB/s)",
         r["messages"],
@@ -49,8 +64,15 @@ pub(super) fn print_report(r: &serde_json::Value) {
         f(&l["max"]),
     );
     if let Some(cpu) = r["server_cpu_secs"].as_f64() {
+        let each = match r["server_cpu_secs_each"].as_array() {
+            Some(each) if each.len() > 1 => {
+                let each: Vec<String> = each.iter().map(|c| format!("{:.2}", f(c))).collect();
+                format!(" ({} by pid)", each.join(" + "))
+            }
+            _ => String::new(),
+        };
         println!(
-            "  server CPU: {cpu:.2} s, {:.0} {what} per server CPU-second",
+            "  server CPU: {cpu:.2} s{each}, {:.0} {what} per server CPU-second",
             f(&r["messages_per_server_cpu_sec"])
         );
     }
