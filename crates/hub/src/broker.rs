@@ -2075,4 +2075,174 @@ mod tests {
         assert_eq!(left[0]["name"], "Ann");
         assert_eq!(left[0]["count"], 1);
     }
+
+    // ---- Rooms shared through Redis, with the Redis side played by the test. ----
+
+    /// The broker's state on a link whose requests the test reads and answers.
+    struct SharedRig {
+        rig: Rig,
+        requests: tokio::sync::mpsc::UnboundedReceiver<cluster::Request>,
+    }
+
+    impl SharedRig {
+        fn new() -> SharedRig {
+            let mut rig = Rig::with_defaults();
+            let (link, requests) = Link::detached();
+            rig.state.backend = Backend::Shared(link);
+            SharedRig { rig, requests }
+        }
+
+        /// The join the broker asked Redis for.
+        fn join_request(&mut self) -> cluster::Join {
+            loop {
+                match self.requests.try_recv().expect("a request") {
+                    cluster::Request::Join(join) => return join,
+                    _ => continue,
+                }
+            }
+        }
+
+        /// Answers `join` as Redis would: the room's history up to `last`, members `names`.
+        fn answer(&mut self, join: &cluster::Join, last: u64, pseq: u64, names: &[&str]) {
+            let messages = (1..=last).map(|seq| message(seq, "bob")).collect();
+            let reply = JoinReply {
+                snapshot: Snapshot {
+                    epoch: "e1".into(),
+                    last_seq: last,
+                    first_seq: 1,
+                    messages,
+                },
+                count: names.len(),
+                pseq,
+                members: names.iter().map(|n| n.to_string()).collect(),
+            };
+            self.rig.run(Command::Cluster(ClusterEvent::Joined {
+                id: join.id,
+                ticket: join.ticket,
+                room: join.room.clone(),
+                reply: Some(reply),
+            }));
+        }
+
+        /// A message of the room arriving from Redis.
+        fn live(&mut self, seq: u64) {
+            self.rig.run(Command::Cluster(ClusterEvent::Live {
+                room: "lobby".into(),
+                event: RoomEvent::Message {
+                    msg: message(seq, "bob"),
+                    sender: None,
+                    plain_sender: false,
+                },
+            }));
+        }
+    }
+
+    fn message(seq: u64, from: &str) -> ChatMessage {
+        ChatMessage {
+            room: "lobby".into(),
+            seq,
+            from: from.into(),
+            time: seq,
+            text: format!("m{seq}"),
+        }
+    }
+
+    /// The sequence numbers of the `message` frames in `received`.
+    fn live_seqs(received: &[Value]) -> Vec<u64> {
+        received
+            .iter()
+            .filter(|m| m["type"] == "message")
+            .map(|m| m["seq"].as_u64().expect("seq"))
+            .collect()
+    }
+
+    #[test]
+    fn a_join_through_redis_gets_its_replay_then_exactly_what_followed_it() {
+        let mut shared = SharedRig::new();
+        let mut ann = shared.rig.connect(1, Mode::Json, "", None);
+        shared.rig.join(&ann, "lobby", Some("ann"), Some(0));
+        let join = shared.join_request();
+        assert!(join.register);
+        // Messages 2 and 3 arrive before the join's answer: 2 is in its replay, 3 is not.
+        shared.live(2);
+        shared.live(3);
+        assert!(ann.received().is_empty(), "nothing before the replay");
+        shared.answer(&join, 2, 5, &["bob", "ann"]);
+        let received = ann.received();
+        assert_eq!(replayed(&received), [1, 2]);
+        assert_eq!(received[1]["type"], "presence");
+        assert_eq!(received[1]["members"], json!(["bob", "ann"]));
+        assert_eq!(
+            live_seqs(&received),
+            [3],
+            "what came after the replay, once"
+        );
+        // Later arrivals: a late copy of one it has is not offered again.
+        shared.live(2);
+        shared.live(4);
+        assert_eq!(live_seqs(&ann.received()), [4]);
+    }
+
+    #[test]
+    fn a_member_already_in_still_gets_what_a_joiners_replay_covers() {
+        let mut shared = SharedRig::new();
+        let mut bob = shared.rig.connect(1, Mode::Json, "", None);
+        shared.rig.join(&bob, "lobby", Some("bob"), None);
+        let first = shared.join_request();
+        shared.answer(&first, 0, 1, &["bob"]);
+        bob.received();
+        let mut ann = shared.rig.connect(2, Mode::Json, "", None);
+        shared.rig.join(&ann, "lobby", Some("ann"), None);
+        let second = shared.join_request();
+        // Ann's replay holds message 1, which is still on its way to Bob.
+        shared.answer(&second, 1, 2, &["bob", "ann"]);
+        shared.live(1);
+        assert_eq!(live_seqs(&bob.received()), [1]);
+        assert!(live_seqs(&ann.received()).is_empty());
+    }
+
+    #[test]
+    fn an_answer_to_a_join_the_connection_gave_up_is_ignored() {
+        let mut shared = SharedRig::new();
+        let mut ann = shared.rig.connect(1, Mode::Json, "", None);
+        shared.rig.join(&ann, "lobby", Some("ann"), None);
+        let old = shared.join_request();
+        shared.rig.leave(&ann, "lobby");
+        shared.rig.join(&ann, "lobby", None, None);
+        let new = shared.join_request();
+        // The first join's answer comes first; only the second one's counts.
+        shared.answer(&old, 7, 1, &["ann"]);
+        assert!(ann.received().is_empty());
+        shared.answer(&new, 9, 3, &["ann"]);
+        assert_eq!(ann.received().len(), 2, "one history, one presence");
+    }
+
+    #[test]
+    fn while_redis_is_away_a_plain_client_is_closed_with_1013_and_a_json_one_told() {
+        let mut shared = SharedRig::new();
+        let mut ann = shared.rig.connect(1, Mode::Json, "", None);
+        shared.rig.join(&ann, "lobby", Some("ann"), None);
+        let join = shared.join_request();
+        shared.answer(&join, 0, 1, &["ann"]);
+        ann.received();
+        let mut plain = shared.rig.connect(2, Mode::Plain, "pat", Some("lobby"));
+        let join = shared.join_request();
+        shared.answer(&join, 0, 2, &["ann", "pat"]);
+        // The message could not be stored.
+        shared
+            .rig
+            .run(Command::Cluster(ClusterEvent::PublishFailed {
+                id: ann.id,
+                room: "lobby".into(),
+            }));
+        assert_eq!(ann.error_code(), "unavailable");
+        shared
+            .rig
+            .run(Command::Cluster(ClusterEvent::PublishFailed {
+                id: plain.id,
+                room: "lobby".into(),
+            }));
+        let kick = plain.kick.try_recv().expect("closed");
+        assert_eq!(kick.code, CloseCode(CLOSE_TRY_AGAIN));
+    }
 }

@@ -197,6 +197,19 @@ impl Link {
         let _ = self.tx.send(Request::Unsubscribe { room });
     }
 
+    /// A link to no Redis, up, and what the broker asks of it (for the broker's tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Link, mpsc::UnboundedReceiver<Request>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let link = Link {
+            tx,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            max_in_flight: 16,
+            up: Arc::new(AtomicBool::new(true)),
+        };
+        (link, rx)
+    }
+
     fn counted(&self, request: Request) -> std::result::Result<(), Refused> {
         if !self.is_up() {
             return Err(Refused::Unavailable);
