@@ -107,6 +107,16 @@ impl Client {
     }
 }
 
+/// Two nodes, Ann joined to `lobby` on the first and Bob on the second.
+async fn two_in_lobby(redis: &RedisServer, extra: &[&str]) -> (Serve, Serve, Client, Client) {
+    let (a, b) = (node(redis, extra), node(redis, extra));
+    let mut ann = Client::json(&a.ws).await;
+    let mut bob = Client::json(&b.ws).await;
+    ann.join("lobby", "ann", None).await;
+    bob.join("lobby", "bob", None).await;
+    (a, b, ann, bob)
+}
+
 /// The messages in `frames`, from `message` and `history` frames alike, as (seq, text).
 fn messages(frames: &[Value]) -> Vec<(u64, String)> {
     let mut out = Vec::new();
@@ -161,11 +171,7 @@ async fn clients_on_two_nodes_see_every_message_in_one_order() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    let mut ann = Client::json(&a.ws).await;
-    let mut bob = Client::json(&b.ws).await;
-    ann.join("lobby", "ann", None).await;
-    bob.join("lobby", "bob", None).await;
+    let (_a, _b, mut ann, bob) = two_in_lobby(&redis, &[]).await;
     // Ann hears of Bob, from the other node.
     let joined = ann.until(|v| v["type"] == "presence").await;
     assert_eq!(joined.last().unwrap()["name"], "bob");
@@ -204,11 +210,7 @@ async fn a_client_moving_to_another_node_resumes_without_loss_or_duplicates() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
-    let mut ann = Client::json(&a.ws).await;
-    let mut bob = Client::json(&b.ws).await;
-    ann.join("lobby", "ann", None).await;
-    bob.join("lobby", "bob", None).await;
+    let (_a, b, mut ann, mut bob) = two_in_lobby(&redis, &[]).await;
     for i in 1..=10 {
         bob.say(&format!("m{i}")).await;
     }
@@ -259,12 +261,8 @@ async fn redis_killed_and_restarted_nodes_refuse_then_recover_with_everything_ac
     let Some(mut redis) = RedisServer::start_durable() else {
         return;
     };
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let (a, b, mut ann, mut bob) = two_in_lobby(&redis, &[]).await;
     wait_health(&a.addr(), 200, WAIT);
-    let mut ann = Client::json(&a.ws).await;
-    let mut bob = Client::json(&b.ws).await;
-    ann.join("lobby", "ann", None).await;
-    bob.join("lobby", "bob", None).await;
     ann.say("before").await;
     assert_eq!(ann.messages_until(1).await, [(1, "before".to_owned())]);
     assert_eq!(bob.messages_until(1).await, [(1, "before".to_owned())]);

@@ -152,10 +152,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut one = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            series(&mut out, name, kind, help, &value);
         };
         one(
             "duplex_connections_open",
@@ -259,14 +256,19 @@ impl Metrics {
     }
 }
 
+/// One series of one value, with its help and type lines.
+fn series(out: &mut String, name: &str, kind: &str, help: &str, value: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
+}
+
 impl Metrics {
     fn render_redis(&self, out: &mut String) {
         let redis = &self.redis;
         let mut one = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            series(out, name, kind, help, &value);
         };
         one(
             "duplex_redis_up",
