@@ -107,6 +107,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     redis: Option<String>,
+    /// With a rediss:// URL: the CA certificates (PEM) Redis's certificate must chain to,
+    /// instead of the public roots.
+    #[arg(long, value_name = "PEM", requires = "redis")]
+    redis_ca_file: Option<PathBuf>,
     /// The start of every Redis key and channel, so that deployments can share one Redis.
     #[arg(
         long,
@@ -165,11 +169,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(url) = &args.redis {
         let ttl = Duration::from_secs_f64(args.presence_ttl.max(0.3));
-        config = config.redis(
-            RedisConfig::new(url.clone())
-                .prefix(args.redis_prefix.clone())
-                .presence_ttl(ttl),
-        );
+        let mut redis = RedisConfig::new(url.clone())
+            .prefix(args.redis_prefix.clone())
+            .presence_ttl(ttl);
+        if let Some(ca) = &args.redis_ca_file {
+            redis = redis.ca_file(ca);
+        }
+        config = config.redis(redis);
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config = config.tls(duplex::tls::server_config_from_pem(cert, key)?);

@@ -529,3 +529,24 @@ async fn one_identity_on_two_nodes_is_one_member_and_the_api_publishes_across_no
     assert_eq!(left.last().unwrap()["event"], "left");
     assert_eq!(left.last().unwrap()["count"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls_with_its_ca_and_refuse_an_unknown_certificate() {
+    let pki = duplex_testkit::pki::TestPki::new(&["127.0.0.1", "localhost"]);
+    let Some(redis) = RedisServer::start_tls(pki.cert(), pki.key(), pki.ca()) else {
+        return;
+    };
+    let url = redis.tls_url().expect("a TLS port");
+    let ca = pki.ca();
+    let ca = ca.to_str().expect("utf-8 path");
+    let trusted = Serve::start(&["--redis", &url, "--redis-ca-file", ca]);
+    wait_health(&trusted.addr(), 200, WAIT);
+    let mut ann = Client::json(&trusted.ws).await;
+    ann.join("lobby", "ann", None).await;
+    ann.say("over TLS").await;
+    assert_eq!(ann.messages_until(1).await, [(1, "over TLS".to_owned())]);
+    // The public roots do not know the test CA: the node stays degraded.
+    let untrusting = Serve::start(&["--redis", &url]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(health(&untrusting.addr()), 503);
+}

@@ -143,6 +143,10 @@ pub struct RedisConfig {
     /// Requests (messages, joins, room lists) that may wait for Redis at once (default 4096);
     /// more are refused with a `busy` error rather than queued without bound.
     pub max_pending: usize,
+    /// With `rediss://`: the CA certificates (PEM) that Redis's certificate must chain to,
+    /// instead of the public roots (a private CA, as managed Redis services and self-run TLS
+    /// use).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -153,7 +157,14 @@ impl RedisConfig {
             prefix: "duplex".to_owned(),
             presence_ttl: Duration::from_secs(30),
             max_pending: 4096,
+            ca_file: None,
         }
+    }
+
+    /// Sets [`RedisConfig::ca_file`].
+    pub fn ca_file(mut self, pem: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(pem.into());
+        self
     }
 
     /// Sets [`RedisConfig::prefix`].

@@ -25,6 +25,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     durable: bool,
+    /// With TLS: the TLS port, and the certificate, key and CA files.
+    tls: Option<(u16, [PathBuf; 3])>,
 }
 
 impl RedisServer {
@@ -39,7 +41,17 @@ impl RedisServer {
         RedisServer::launch(true)
     }
 
+    /// A server that also listens for TLS (`rediss://`, see [`RedisServer::tls_url`]) with
+    /// this certificate chain, key and CA (PEM files; [`crate::pki::TestPki`] makes them).
+    pub fn start_tls(cert: PathBuf, key: PathBuf, ca: PathBuf) -> Option<RedisServer> {
+        RedisServer::launch_with(false, Some([cert, key, ca]))
+    }
+
     fn launch(durable: bool) -> Option<RedisServer> {
+        RedisServer::launch_with(durable, None)
+    }
+
+    fn launch_with(durable: bool, tls: Option<[PathBuf; 3]>) -> Option<RedisServer> {
         if !installed() {
             let ci = std::env::var("CI").is_ok_and(|v| v != "false");
             assert!(
@@ -56,6 +68,7 @@ impl RedisServer {
             port,
             dir,
             durable,
+            tls: tls.map(|files| (free_port(), files)),
         };
         server.restart();
         Some(server)
@@ -64,6 +77,13 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `rediss://127.0.0.1:PORT` of the TLS port, if it has one.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// The port it listens on (the same across restarts).
@@ -91,6 +111,13 @@ impl RedisServer {
             .arg("--dir")
             .arg(&dir)
             .args(["--daemonize", "no", "--loglevel", "warning"]);
+        if let Some((port, [cert, key, ca])) = &self.tls {
+            cmd.arg("--tls-port").arg(port.to_string());
+            cmd.arg("--tls-cert-file").arg(cert);
+            cmd.arg("--tls-key-file").arg(key);
+            cmd.arg("--tls-ca-cert-file").arg(ca);
+            cmd.args(["--tls-auth-clients", "no"]);
+        }
         if self.durable {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {

@@ -264,8 +264,20 @@ pub(crate) fn start<T>(
 where
     T: From<ClusterEvent> + Send + 'static,
 {
-    let client =
-        redis::Client::open(config.url.as_str()).map_err(|e| HubError::Redis(e.to_string()))?;
+    let client = match &config.ca_file {
+        None => redis::Client::open(config.url.as_str()),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                HubError::Redis(format!("cannot read the CA file {}: {e}", path.display()))
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(config.url.as_str(), certificates)
+        }
+    }
+    .map_err(|e| HubError::Redis(e.to_string()))?;
     let manager = ConnectionManager::new_lazy_with_config(
         client.clone(),
         ConnectionManagerConfig::new()

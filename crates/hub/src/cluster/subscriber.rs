@@ -144,6 +144,9 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
     let metrics = shared.settings.metrics.clone();
     let mut backoff = MIN_BACKOFF;
     let mut connected_before = false;
+    // The first failure of an outage is a warning (a wrong URL, password or certificate shows
+    // at once); the retries after it are debug lines.
+    let mut failures = 0u32;
     loop {
         match connect(&client, &shared, &scripts).await {
             Ok((mut sink, mut stream)) => {
@@ -152,6 +155,7 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
                 }
                 connected_before = true;
                 backoff = MIN_BACKOFF;
+                failures = 0;
                 up.store(true, Ordering::Relaxed);
                 metrics.redis.up.store(1, Ordering::Relaxed);
                 info!("subscribed to Redis");
@@ -204,7 +208,12 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
             }
             Err(e) => {
                 metrics.redis.errors.fetch_add(1, Ordering::Relaxed);
-                debug!("cannot subscribe to Redis: {e}");
+                if failures == 0 {
+                    warn!("cannot reach Redis (retrying with backoff): {e}");
+                } else {
+                    debug!("cannot reach Redis: {e}");
+                }
+                failures = failures.saturating_add(1);
             }
         }
         // Wait before the next attempt, answering the engine meanwhile: joins fail (the
