@@ -25,21 +25,29 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     durable: bool,
+    /// Addresses it listens on besides 127.0.0.1.
+    also: Vec<std::net::IpAddr>,
 }
 
 impl RedisServer {
     /// A server that keeps nothing on disk: a restart comes back empty.
     pub fn start() -> Option<RedisServer> {
-        RedisServer::launch(false)
+        RedisServer::launch(false, Vec::new())
+    }
+
+    /// Like [`RedisServer::start`], listening on `also` besides 127.0.0.1 (a veth address of
+    /// a partition test, say). Protected mode is off: clients come from those addresses.
+    pub fn start_also_on(also: &[std::net::IpAddr]) -> Option<RedisServer> {
+        RedisServer::launch(false, also.to_vec())
     }
 
     /// A server with an append-only file synced on every write: a restart, even after
     /// `SIGKILL`, comes back with everything it acknowledged.
     pub fn start_durable() -> Option<RedisServer> {
-        RedisServer::launch(true)
+        RedisServer::launch(true, Vec::new())
     }
 
-    fn launch(durable: bool) -> Option<RedisServer> {
+    fn launch(durable: bool, also: Vec<std::net::IpAddr>) -> Option<RedisServer> {
         if !installed() {
             let ci = std::env::var("CI").is_ok_and(|v| v != "false");
             assert!(
@@ -56,6 +64,7 @@ impl RedisServer {
             port,
             dir,
             durable,
+            also,
         };
         server.restart();
         Some(server)
@@ -64,6 +73,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://ADDR:PORT`, for one of the addresses it listens on.
+    pub fn url_at(&self, addr: std::net::IpAddr) -> String {
+        format!("redis://{}", std::net::SocketAddr::new(addr, self.port))
     }
 
     /// The port it listens on (the same across restarts).
@@ -85,12 +99,19 @@ impl RedisServer {
         self.kill();
         let dir: PathBuf = self.dir.path().to_owned();
         let mut cmd = Command::new("redis-server");
+        let mut bind = vec!["127.0.0.1".to_owned()];
+        bind.extend(self.also.iter().map(|a| a.to_string()));
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", ""])
+            .arg("--bind")
+            .args(&bind)
+            .args(["--save", ""])
             .arg("--dir")
             .arg(&dir)
             .args(["--daemonize", "no", "--loglevel", "warning"]);
+        if !self.also.is_empty() {
+            cmd.args(["--protected-mode", "no"]);
+        }
         if self.durable {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
