@@ -12,6 +12,8 @@
 //!   files and as rustls configurations.
 //! - [`redis`] (feature `redis`): a real `redis-server` on a free loopback port, killed and
 //!   restarted at will.
+//! - [`netns`] (feature `netns`): a network namespace joined to the root one by veth pairs,
+//!   cut silently and healed, for partition tests.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -20,6 +22,8 @@ pub mod frame;
 pub mod http;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "netns")]
+pub mod netns;
 #[cfg(feature = "tls")]
 pub mod pki;
 #[cfg(feature = "redis")]

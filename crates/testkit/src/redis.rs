@@ -27,31 +27,39 @@ pub struct RedisServer {
     durable: bool,
     /// With TLS: the TLS port, and the certificate, key and CA files.
     tls: Option<(u16, [PathBuf; 3])>,
+    /// Addresses it listens on besides 127.0.0.1.
+    also: Vec<std::net::IpAddr>,
 }
 
 impl RedisServer {
     /// A server that keeps nothing on disk: a restart comes back empty.
     pub fn start() -> Option<RedisServer> {
-        RedisServer::launch(false)
+        RedisServer::launch(false, Vec::new(), None)
+    }
+
+    /// Like [`RedisServer::start`], listening on `also` besides 127.0.0.1 (a veth address of
+    /// a partition test, say). Protected mode is off: clients come from those addresses.
+    pub fn start_also_on(also: &[std::net::IpAddr]) -> Option<RedisServer> {
+        RedisServer::launch(false, also.to_vec(), None)
     }
 
     /// A server with an append-only file synced on every write: a restart, even after
     /// `SIGKILL`, comes back with everything it acknowledged.
     pub fn start_durable() -> Option<RedisServer> {
-        RedisServer::launch(true)
+        RedisServer::launch(true, Vec::new(), None)
     }
 
     /// A server that also listens for TLS (`rediss://`, see [`RedisServer::tls_url`]) with
     /// this certificate chain, key and CA (PEM files; [`crate::pki::TestPki`] makes them).
     pub fn start_tls(cert: PathBuf, key: PathBuf, ca: PathBuf) -> Option<RedisServer> {
-        RedisServer::launch_with(false, Some([cert, key, ca]))
+        RedisServer::launch(false, Vec::new(), Some([cert, key, ca]))
     }
 
-    fn launch(durable: bool) -> Option<RedisServer> {
-        RedisServer::launch_with(durable, None)
-    }
-
-    fn launch_with(durable: bool, tls: Option<[PathBuf; 3]>) -> Option<RedisServer> {
+    fn launch(
+        durable: bool,
+        also: Vec<std::net::IpAddr>,
+        tls: Option<[PathBuf; 3]>,
+    ) -> Option<RedisServer> {
         if !installed() {
             let ci = std::env::var("CI").is_ok_and(|v| v != "false");
             assert!(
@@ -69,6 +77,7 @@ impl RedisServer {
             dir,
             durable,
             tls: tls.map(|files| (free_port(), files)),
+            also,
         };
         server.restart();
         Some(server)
@@ -84,6 +93,11 @@ impl RedisServer {
         self.tls
             .as_ref()
             .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
+    }
+
+    /// `redis://ADDR:PORT`, for one of the addresses it listens on.
+    pub fn url_at(&self, addr: std::net::IpAddr) -> String {
+        format!("redis://{}", std::net::SocketAddr::new(addr, self.port))
     }
 
     /// The port it listens on (the same across restarts).
@@ -105,9 +119,13 @@ impl RedisServer {
         self.kill();
         let dir: PathBuf = self.dir.path().to_owned();
         let mut cmd = Command::new("redis-server");
+        let mut bind = vec!["127.0.0.1".to_owned()];
+        bind.extend(self.also.iter().map(|a| a.to_string()));
         cmd.arg("--port")
             .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", ""])
+            .arg("--bind")
+            .args(&bind)
+            .args(["--save", ""])
             .arg("--dir")
             .arg(&dir)
             .args(["--daemonize", "no", "--loglevel", "warning"]);
@@ -117,6 +135,9 @@ impl RedisServer {
             cmd.arg("--tls-key-file").arg(key);
             cmd.arg("--tls-ca-cert-file").arg(ca);
             cmd.args(["--tls-auth-clients", "no"]);
+        }
+        if !self.also.is_empty() {
+            cmd.args(["--protected-mode", "no"]);
         }
         if self.durable {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);

@@ -28,18 +28,16 @@ pub struct Serve {
 impl Serve {
     /// Starts `duplex serve` with `extra` flags.
     pub fn start(extra: &[&str]) -> Serve {
+        Serve::start_with(Command::new(BIN), "127.0.0.1", extra)
+    }
+
+    /// Starts `duplex serve` on `host` with `extra` flags through `cmd`, a command for the
+    /// binary (run inside a network namespace, say).
+    pub fn start_with(mut cmd: Command, host: &str, extra: &[&str]) -> Serve {
         let data = tempfile::tempdir().expect("data dir");
         let data_arg = data.path().to_str().expect("utf-8 path").to_owned();
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--data",
-                &data_arg,
-            ])
+        let mut child = cmd
+            .args(["serve", "--host", host, "--port", "0", "--data", &data_arg])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -45,6 +45,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time a connection to Redis has to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Time data sent to Redis may stay unacknowledged by its host before the kernel gives up
+/// on the connection (`TCP_USER_TIMEOUT`); below [`RESPONSE_TIMEOUT`], see [`abort_unacked`].
+const UNACKED_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Why a request was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -264,8 +268,11 @@ pub(crate) fn start<T>(
 where
     T: From<ClusterEvent> + Send + 'static,
 {
+    let info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())
+        .map_err(|e| HubError::Redis(e.to_string()))?;
+    let info = abort_unacked(info);
     let client = match &config.ca_file {
-        None => redis::Client::open(config.url.as_str()),
+        None => redis::Client::open(info),
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
                 HubError::Redis(format!("cannot read the CA file {}: {e}", path.display()))
@@ -274,7 +281,7 @@ where
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(config.url.as_str(), certificates)
+            redis::Client::build_with_tls(info, certificates)
         }
     }
     .map_err(|e| HubError::Redis(e.to_string()))?;
@@ -320,6 +327,35 @@ where
         health: Health { up },
         engine,
     })
+}
+
+/// Makes every connection to Redis die once what it sent stays unacknowledged for
+/// [`UNACKED_TIMEOUT`].
+///
+/// Without it, a silent partition (packets dropped, no reset: a cut link, a firewall, a host
+/// gone) leaves the engine's connection open for the kernel's whole retransmission budget
+/// (about 15 minutes): the connection manager does not reconnect on a response timeout, so
+/// every round trip times out, and after the link heals it keeps doing so until the
+/// connection's next retransmission, up to two minutes later (12 s after a 15 s cut, in
+/// tests/partition.rs), the subscriber's catch-up with it: the node stayed 503. And the
+/// commands still queued on it reached Redis then and ran: a message its sender had been
+/// told was not stored ("unavailable") was stored and delivered after the heal. Aborted
+/// before the response timeout, the connection takes what it had not delivered with it
+/// (what Redis did receive may still have run: a reply lost in the cut is an unknown
+/// outcome), and its error makes the manager reconnect at once.
+fn abort_unacked(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let tcp = info
+            .tcp_settings()
+            .clone()
+            .set_user_timeout(UNACKED_TIMEOUT);
+        info.set_tcp_settings(tcp)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        info
+    }
 }
 
 fn member_id(node: &str, id: ConnId) -> String {
