@@ -4,6 +4,8 @@
 #                   browser): two users chat both ways, one reloads and sees the history
 #   seeds.test.mjs  the seeds' Node readline client (npm ws) and browser snippet, unchanged,
 #                   against ws://localhost:8080 (the address they have built in)
+#   identity.test.mjs  the page opened with a signed token (/?token=, a third server with
+#                   --jwt-secret-file): it shows the token's name and cannot change it
 #
 # Builds the release binary if needed, installs the pinned npm packages if missing, starts one
 # server on a free loopback port and one on localhost:8080 (each with a temporary --data
@@ -70,11 +72,17 @@ start chat --host 127.0.0.1 --port 0
 chat_url="$url"
 start seeds --host localhost --port 8080
 seeds_url="$url"
-log "chat page test against $chat_url, seeds' clients against $seeds_url"
+# A random HS256 secret for the signed-token test (the test signs its tokens with it).
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$tmp/jwt.secret"
+start jwt --host 127.0.0.1 --port 0 --jwt-secret-file "$tmp/jwt.secret"
+jwt_url="$url"
+log "chat page test against $chat_url, seeds' clients against $seeds_url, signed tokens against $jwt_url"
 
 status=0
 (cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" \
-  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs) || status=$?
+  DUPLEX_JWT_URL="$jwt_url" DUPLEX_JWT_SECRET_FILE="$tmp/jwt.secret" \
+  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs identity.test.mjs) || status=$?
 stop chat || status=1
 stop seeds || status=1
+stop jwt || status=1
 exit $status

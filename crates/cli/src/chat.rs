@@ -269,11 +269,15 @@ impl Chat {
                 };
                 out.note(&format!("* {name} {verb} {room} ({here})"));
             }
-            ServerMessage::Rooms { rooms } => {
-                let list: Vec<String> = rooms
+            ServerMessage::Rooms { rooms, next } => {
+                let mut list: Vec<String> = rooms
                     .iter()
                     .map(|r| format!("{} ({})", r.name, r.members))
                     .collect();
+                // One page of the hub's list: say that it goes on rather than look complete.
+                if next.is_some() {
+                    list.push("... and more".to_owned());
+                }
                 out.note(&format!("rooms: {}", list.join(", ")));
             }
             ServerMessage::Identity { name, .. } => {

@@ -6,7 +6,10 @@
 //! - `GET /api/rooms/{room}/messages?since=N&limit=M`: stored messages after `since` (or the
 //!   last `limit`), oldest first; `limit` defaults to 100 and is at most [`MAX_LIMIT`].
 //! - `GET /api/rooms/{room}/presence`: `{"room", "count", "members"}`.
-//! - `GET /api/rooms`: `{"rooms": [{"name", "members", "last_seq"}]}`.
+//! - `GET /api/rooms?cursor=C`: one page of the room list, `{"rooms": [{"name", "members",
+//!   "last_seq"}], "next": C}`, as `{"type":"rooms"}` gives it ([`crate::listing`]): at most
+//!   [`ROOMS_PER_PAGE`](crate::protocol::ROOMS_PER_PAGE) rooms, those with members first;
+//!   `next` is absent on the last page.
 //!
 //! Every request needs `Authorization: Bearer KEY` with the hub's API key, compared in
 //! constant time (401 otherwise). Errors are JSON, `{"type":"error","code","message"}`, as
@@ -26,6 +29,7 @@ use tracing::{debug, info};
 
 use crate::auth::constant_time_eq;
 use crate::broker::Command;
+use crate::listing::Cursor;
 use crate::protocol::valid_room;
 use crate::routes::Shared;
 
@@ -158,7 +162,7 @@ async fn answer(handshake: &mut Handshake<MaybeTlsStream>, shared: &Shared) -> A
         .split('/')
         .collect();
     match segments.as_slice() {
-        ["rooms"] if method == Method::GET => rooms(shared).await,
+        ["rooms"] if method == Method::GET => rooms(request, shared).await,
         ["rooms"] => Answer::method("GET"),
         ["rooms", room, rest @ ..] if !valid_room(room) && rest.len() <= 1 => Answer::error(
             StatusCode::BAD_REQUEST,
@@ -323,10 +327,22 @@ async fn presence(shared: &Shared, room: &str) -> Answer {
     }
 }
 
-async fn rooms(shared: &Shared) -> Answer {
+async fn rooms<B>(request: &Request<B>, shared: &Shared) -> Answer {
+    // Cursors are made of URL-safe characters only: a client may put them in as they are.
+    let cursor = duplex::auth::query_param(request, "cursor");
+    let cursor = match Cursor::parse(cursor.as_deref()) {
+        Ok(cursor) => cursor,
+        Err(e) => return Answer::error(StatusCode::BAD_REQUEST, "bad_cursor", e.to_string()),
+    };
     let (reply, replied) = oneshot::channel();
-    match ask(shared, Command::ApiRooms { reply }, replied).await {
-        Some(rooms) => Answer::ok(StatusCode::OK, json!({ "rooms": rooms })),
+    match ask(shared, Command::ApiRooms { cursor, reply }, replied).await {
+        Some(page) => {
+            let mut body = json!({ "rooms": page.rooms });
+            if let Some(next) = page.next {
+                body["next"] = Value::String(next.encode());
+            }
+            Answer::ok(StatusCode::OK, body)
+        }
         None => Answer::unavailable(),
     }
 }

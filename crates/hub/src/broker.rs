@@ -39,10 +39,11 @@ use crate::cluster::{self, ClusterEvent, JoinReply, Link, Reading, Refused, Repl
 use crate::config::HubConfig;
 use crate::error::{HubError, Result};
 use crate::feed::{resume_after, Replay, RoomEvent, Snapshot};
+use crate::listing::{self, Cursor, Page, PageBuilder};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxSender, Refused as QueueRefused};
 use crate::protocol::{
-    clean_name, valid_room, ChatMessage, PresenceEvent, RoomInfo, ServerMessage,
+    clean_name, valid_room, ChatMessage, PresenceEvent, RoomInfo, ServerMessage, ROOMS_PER_PAGE,
 };
 use crate::store::Store;
 
@@ -113,8 +114,8 @@ pub(crate) enum Command {
         /// When the message arrived, for the fan-out latency histogram.
         at: Instant,
     },
-    /// Send the connection the room list.
-    Rooms { id: ConnId },
+    /// Send the connection a page of the room list.
+    Rooms { id: ConnId, cursor: Cursor },
     /// The connection closed. `done` fires once the broker has handled it, and so every
     /// command the connection sent before it: their replies are in its outbox by then.
     Disconnect {
@@ -146,9 +147,11 @@ pub(crate) enum Command {
         room: String,
         reply: oneshot::Sender<Vec<String>>,
     },
-    /// Every room with members or history, as `{"type":"rooms"}` lists them.
+    /// A page of the room list, as `{"type":"rooms"}` lists it; the reply is dropped when
+    /// the list cannot be read.
     ApiRooms {
-        reply: oneshot::Sender<Vec<RoomInfo>>,
+        cursor: Cursor,
+        reply: oneshot::Sender<Page>,
     },
 }
 
@@ -498,7 +501,7 @@ impl State {
                     }
                 }
             }
-            Command::Rooms { id } => self.list_rooms(id),
+            Command::Rooms { id, cursor } => self.list_rooms(id, cursor),
             Command::Disconnect { id, done } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     for room in &conn.rooms {
@@ -527,7 +530,7 @@ impl State {
                 reply,
             } => self.api_history(&room, since, limit, reply),
             Command::ApiPresence { room, reply } => self.api_presence(&room, reply),
-            Command::ApiRooms { reply } => self.api_rooms(reply),
+            Command::ApiRooms { cursor, reply } => self.api_rooms(cursor, reply),
             Command::Send { .. } | Command::Shutdown => {}
         }
         self.settle();
@@ -942,50 +945,89 @@ impl State {
         }
     }
 
-    fn list_rooms(&mut self, id: ConnId) {
+    fn list_rooms(&mut self, id: ConnId, cursor: Cursor) {
         if let Backend::Shared(link) = &self.backend {
-            if let Err(refused) = link.rooms(ReplyTo::Conn(id)) {
+            if let Err(refused) = link.rooms(cursor, ReplyTo::Conn(id)) {
                 self.refuse(id, refused);
             }
             return;
         }
-        let rooms = self.local_rooms();
-        self.send_rooms(id, rooms);
-    }
-
-    /// Every room with history or members on this node alone, by name.
-    fn local_rooms(&self) -> Vec<RoomInfo> {
-        let stored = match &self.backend {
-            Backend::Local(store) => store.rooms().unwrap_or_else(|e| {
-                warn!("cannot list rooms: {e}");
-                Vec::new()
-            }),
-            Backend::Shared(_) => Vec::new(),
-        };
-        let mut rooms: Vec<RoomInfo> = stored
-            .into_iter()
-            .map(|(name, last_seq)| RoomInfo {
-                members: self.rooms.get(&name).map_or(0, |r| r.members.len()),
-                last_seq,
-                name,
-            })
-            .collect();
-        for (name, room) in &self.rooms {
-            if !rooms.iter().any(|r| r.name == *name) {
-                rooms.push(RoomInfo {
-                    name: name.clone(),
-                    members: room.members.len(),
-                    last_seq: room.last_seq,
-                });
+        match self.local_page(cursor) {
+            Ok(page) => self.send_rooms(id, page),
+            Err(e) => {
+                error!("cannot list rooms: {e}");
+                self.error(id, "storage", "the room list cannot be read");
             }
         }
-        rooms.sort_by(|a, b| a.name.cmp(&b.name));
-        rooms
     }
 
-    fn send_rooms(&mut self, id: ConnId, rooms: Vec<RoomInfo>) {
-        let frame = PreparedMessage::text(ServerMessage::Rooms { rooms }.to_json());
-        self.offer(id, frame);
+    /// One page of the room list on this node alone ([`crate::listing`]): the rooms with
+    /// members from memory (a copy of their names per page, bounded by the connections),
+    /// then the stored rooms by name, read a bounded page at a time.
+    fn local_page(&self, cursor: Cursor) -> Result<Page> {
+        let mut page = PageBuilder::default();
+        let mut after = match cursor {
+            Cursor::Idle(name) => name,
+            Cursor::Active(position) => {
+                let mut active: Vec<RoomInfo> = self
+                    .rooms
+                    .iter()
+                    .filter(|(_, r)| !r.members.is_empty())
+                    .map(|(name, r)| RoomInfo {
+                        name: name.clone(),
+                        members: r.members.len(),
+                        last_seq: r.last_seq,
+                    })
+                    .collect();
+                listing::by_activity(&mut active);
+                let wanted = page.wanted();
+                for (i, room) in active.into_iter().enumerate().skip(position).take(wanted) {
+                    page.push(room, Cursor::Active(i + 1));
+                }
+                if page.full() {
+                    return Ok(page.finish(false));
+                }
+                // Every room with members is listed: on to the others, from the first name.
+                String::new()
+            }
+        };
+        let Backend::Local(store) = &self.backend else {
+            return Ok(page.finish(true));
+        };
+        // Each round lists or skips (a room with members, listed before) a page's worth of
+        // stored rooms, so it ends within (rooms with members / a page) + 1 rounds.
+        let chunk = ROOMS_PER_PAGE + 1;
+        loop {
+            let stored = store.rooms_after(&after, chunk)?;
+            let exhausted = stored.len() < chunk;
+            for (name, last_seq) in stored {
+                after.clone_from(&name);
+                if self.rooms.get(&name).is_some_and(|r| !r.members.is_empty()) {
+                    page.skip(Cursor::Idle(name));
+                    continue;
+                }
+                let room = RoomInfo {
+                    name: name.clone(),
+                    members: 0,
+                    last_seq,
+                };
+                page.push(room, Cursor::Idle(name));
+                if page.full() {
+                    return Ok(page.finish(false));
+                }
+            }
+            if exhausted {
+                return Ok(page.finish(true));
+            }
+        }
+    }
+
+    fn send_rooms(&mut self, id: ConnId, page: Page) {
+        let reply = ServerMessage::Rooms {
+            rooms: page.rooms,
+            next: page.next.as_ref().map(Cursor::encode),
+        };
+        self.offer(id, PreparedMessage::text(reply.to_json()));
     }
 
     /// What Redis answered or sent.
@@ -1001,8 +1043,8 @@ impl State {
                 room,
                 reply,
             } => self.joined(id, ticket, &room, reply),
-            ClusterEvent::Rooms { id, rooms } => match rooms {
-                Some(rooms) => self.send_rooms(id, rooms),
+            ClusterEvent::Rooms { id, page } => match page {
+                Some(page) => self.send_rooms(id, page),
                 None => self.refuse(id, Refused::Unavailable),
             },
             ClusterEvent::Live { room, event } => {
@@ -1329,12 +1371,18 @@ impl State {
         let _ = reply.send(self.member_names(room));
     }
 
-    fn api_rooms(&mut self, reply: oneshot::Sender<Vec<RoomInfo>>) {
+    fn api_rooms(&mut self, cursor: Cursor, reply: oneshot::Sender<Page>) {
         if let Backend::Shared(link) = &self.backend {
-            let _ = link.rooms(ReplyTo::Api(reply));
+            // Refused: the reply is dropped, which the API answers with 503.
+            let _ = link.rooms(cursor, ReplyTo::Api(reply));
             return;
         }
-        let _ = reply.send(self.local_rooms());
+        match self.local_page(cursor) {
+            Ok(page) => {
+                let _ = reply.send(page);
+            }
+            Err(e) => error!("cannot list rooms: {e}"),
+        }
     }
 }
 
@@ -1747,7 +1795,10 @@ mod tests {
         assert_eq!(received.len(), 1, "a replay and no presence: {received:?}");
         assert_eq!(replayed(&received), [2]);
         assert!(bob.received().is_empty(), "nobody is told of a resume");
-        rig.run(Command::Rooms { id: bob.id });
+        rig.run(Command::Rooms {
+            id: bob.id,
+            cursor: Cursor::Active(0),
+        });
         assert_eq!(bob.received()[0]["rooms"][0]["members"], 2);
     }
 
@@ -1828,7 +1879,10 @@ mod tests {
         let mut rig = Rig::with_defaults();
         let mut ann = rig.joined(1, "ann", "lobby");
         rig.say(&ann, None, "last words");
-        rig.run(Command::Rooms { id: ann.id });
+        rig.run(Command::Rooms {
+            id: ann.id,
+            cursor: Cursor::Active(0),
+        });
         assert!(rig.disconnect(&ann));
         let kinds: Vec<Value> = ann.received().iter().map(|m| m["type"].clone()).collect();
         assert_eq!(kinds, [json!("message"), json!("rooms")]);
@@ -1841,7 +1895,10 @@ mod tests {
         let mut ann = rig.joined(1, "ann", "alpha");
         let _bob = rig.connect(2, Mode::Plain, "bob", Some("alpha"));
         ann.received();
-        rig.run(Command::Rooms { id: ann.id });
+        rig.run(Command::Rooms {
+            id: ann.id,
+            cursor: Cursor::Active(0),
+        });
         assert_eq!(
             ann.received(),
             [json!({"type": "rooms", "rooms": [
@@ -2044,10 +2101,143 @@ mod tests {
         });
         assert_eq!(presence.try_recv().unwrap(), ["ann", "bob"]);
         let (reply, mut rooms) = oneshot::channel();
-        rig.run(Command::ApiRooms { reply });
-        let rooms = rooms.try_recv().unwrap();
-        assert_eq!(rooms.len(), 1);
-        assert_eq!((rooms[0].members, rooms[0].last_seq), (2, 5));
+        rig.run(Command::ApiRooms {
+            cursor: Cursor::Active(0),
+            reply,
+        });
+        let page = rooms.try_recv().unwrap();
+        assert_eq!(page.rooms.len(), 1);
+        assert_eq!((page.rooms[0].members, page.rooms[0].last_seq), (2, 5));
+        assert_eq!(page.next, None);
+    }
+
+    /// Every page of the room list from `client`, following `next` to the end.
+    fn all_pages(rig: &mut Rig, client: &mut Client) -> Vec<Value> {
+        let mut pages = Vec::new();
+        let mut cursor = Cursor::Active(0);
+        loop {
+            rig.run(Command::Rooms {
+                id: client.id,
+                cursor,
+            });
+            let page = client.received().pop().expect("a rooms reply");
+            assert_eq!(page["type"], "rooms");
+            assert!(page["rooms"].as_array().unwrap().len() <= ROOMS_PER_PAGE);
+            let next = page["next"].as_str().map(str::to_owned);
+            pages.push(page);
+            match next {
+                Some(next) => cursor = Cursor::parse(Some(&next)).expect("a cursor"),
+                None => return pages,
+            }
+        }
+    }
+
+    fn names(page: &Value) -> Vec<String> {
+        page["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_room_list_comes_in_pages_busiest_rooms_first_then_the_rest_by_name() {
+        let mut rig = Rig::with_defaults();
+        // 250 rooms with history and nobody in them, three with members (one of them also
+        // with history), and one with members and no history.
+        let mut store = |room: &str| {
+            let msg = ChatMessage {
+                room: room.to_owned(),
+                seq: 1,
+                from: "x".into(),
+                time: 1,
+                text: "x".into(),
+            };
+            match &mut rig.state.backend {
+                Backend::Local(store) => store.append(&msg).unwrap(),
+                Backend::Shared(_) => unreachable!(),
+            }
+        };
+        for i in 0..250 {
+            store(&format!("idle{i:03}"));
+        }
+        store("busy");
+        let mut ann = rig.joined(1, "ann", "busy");
+        let _bob = rig.connect(2, Mode::Plain, "bob", Some("busy"));
+        let _carl = rig.connect(3, Mode::Plain, "carl", Some("two"));
+        let _dan = rig.connect(4, Mode::Plain, "dan", Some("two"));
+        let _eve = rig.connect(5, Mode::Plain, "eve", Some("aaa-one"));
+        ann.received();
+
+        let pages = all_pages(&mut rig, &mut ann);
+        assert_eq!(pages.len(), 3, "254 rooms in pages of 100");
+        assert_eq!(
+            pages[0]["rooms"][0],
+            json!({"name": "busy", "members": 2, "last_seq": 1}),
+            "ties go by name, so busy comes before two"
+        );
+        let first = names(&pages[0]);
+        assert_eq!(first[..4], ["busy", "two", "aaa-one", "idle000"]);
+        assert_eq!(pages[0]["next"], "n.idle096");
+        assert_eq!(pages[1]["next"], "n.idle196");
+        assert!(pages[2].get("next").is_none(), "the last page has no next");
+        let all: Vec<String> = pages.iter().flat_map(names).collect();
+        let mut want = vec!["busy".to_owned(), "two".into(), "aaa-one".into()];
+        want.extend((0..250).map(|i| format!("idle{i:03}")));
+        assert_eq!(
+            all, want,
+            "every room once, busy ones not again among the rest"
+        );
+    }
+
+    #[test]
+    fn a_page_boundary_inside_the_busy_rooms_goes_on_from_there() {
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1000, "ann", "zz-watch");
+        ann.received();
+        // 150 rooms with one member each besides ann's, and ann's.
+        let mut plain = Vec::new();
+        for i in 0..150 {
+            plain.push(rig.connect(i + 1, Mode::Plain, "p", Some(&format!("r{i:03}"))));
+        }
+        let pages = all_pages(&mut rig, &mut ann);
+        assert_eq!(pages.len(), 2);
+        assert_eq!(pages[0]["next"], "a.100");
+        let all: Vec<String> = pages.iter().flat_map(names).collect();
+        assert_eq!(all.len(), 151);
+        assert_eq!(all[0], "r000");
+        assert_eq!(all[150], "zz-watch");
+        // A room that empties drops out of the busy run.
+        assert!(rig.disconnect(&ann));
+        let mut other = rig.joined(2000, "other", "r000");
+        other.received();
+        let pages = all_pages(&mut rig, &mut other);
+        assert_eq!(pages[0]["rooms"][0]["name"], "r000", "two members now");
+        let all: Vec<String> = pages.iter().flat_map(names).collect();
+        assert!(
+            !all.contains(&"zz-watch".to_owned()),
+            "no members, no history"
+        );
+    }
+
+    #[test]
+    fn a_cursor_no_reply_gave_is_refused() {
+        assert!(Cursor::parse(Some("n.no/such")).is_err());
+        // Past the end: an empty last page, not an error.
+        let mut rig = Rig::with_defaults();
+        let mut ann = rig.joined(1, "ann", "lobby");
+        ann.received();
+        rig.run(Command::Rooms {
+            id: ann.id,
+            cursor: Cursor::Active(5000),
+        });
+        assert_eq!(ann.received(), [json!({"type": "rooms", "rooms": []})]);
+        rig.run(Command::Rooms {
+            id: ann.id,
+            cursor: Cursor::Idle("zzz".into()),
+        });
+        assert_eq!(ann.received(), [json!({"type": "rooms", "rooms": []})]);
     }
 
     #[test]

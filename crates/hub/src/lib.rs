@@ -43,6 +43,7 @@ mod error;
 mod feed;
 mod hub;
 mod identity;
+mod listing;
 mod metrics;
 mod net;
 mod open;

@@ -18,6 +18,12 @@ pub const MAX_ROOM_LEN: usize = 64;
 /// The longest user name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
 
+/// Rooms in one page of the room list (`{"type":"rooms"}`, `GET /api/rooms`), at most. A hub
+/// may hold any number of rooms that once had a message; a reply listing all of them would
+/// grow without bound, so the list comes in pages and a `next` cursor asks for the following
+/// one.
+pub const ROOMS_PER_PAGE: usize = 100;
+
 /// A message a client sends.
 ///
 /// ```
@@ -64,8 +70,12 @@ pub enum ClientMessage {
         /// The text.
         text: String,
     },
-    /// Ask for the list of rooms.
-    Rooms,
+    /// Ask for one page of the room list (at most [`ROOMS_PER_PAGE`] rooms): rooms with
+    /// members first, most members first and then by name, then the other rooms by name.
+    Rooms {
+        /// Where to go on: the `next` of the previous page (absent: the first page).
+        cursor: Option<String>,
+    },
 }
 
 /// A chat message as stored and delivered.
@@ -157,10 +167,16 @@ pub enum ServerMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         first_seq: Option<u64>,
     },
-    /// The answer to `{"type":"rooms"}`.
+    /// The answer to `{"type":"rooms"}`: one page of the room list.
     Rooms {
-        /// Rooms with members or history.
+        /// At most [`ROOMS_PER_PAGE`] rooms with members or history: those with members
+        /// first (most members first, then by name), then the others by name.
         rooms: Vec<RoomInfo>,
+        /// The cursor for the next page, absent on the last one. Pages are read one at a
+        /// time, not as one snapshot: a room whose member count changes between two pages
+        /// may show up in both or in neither.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<String>,
     },
     /// Who the connection is, from its token (JWT): sent once, as the first message, to a
     /// connection that opened with a signed token, and never otherwise. The connection joins
@@ -181,7 +197,8 @@ pub enum ServerMessage {
     /// A request could not be carried out; the connection stays open.
     Error {
         /// Machine-readable: `bad_request`, `bad_name`, `bad_room`, `not_joined`,
-        /// `too_many_rooms`, `storage` (the history could not be written or read), `unavailable`
+        /// `too_many_rooms`, `bad_cursor` (a `rooms` cursor that no reply gave), `storage`
+        /// (the history could not be written or read), `unavailable`
         /// (the shared store of a multi-node hub is unreachable: try again), `busy` (too many
         /// requests waiting for it), and with a token `identity`, `forbidden_room`, `read_only`.
         code: String,
@@ -268,7 +285,13 @@ mod tests {
                     text: "hi".into(),
                 },
             ),
-            (r#"{"type":"rooms"}"#, ClientMessage::Rooms),
+            (r#"{"type":"rooms"}"#, ClientMessage::Rooms { cursor: None }),
+            (
+                r#"{"type":"rooms","cursor":"n.general"}"#,
+                ClientMessage::Rooms {
+                    cursor: Some("n.general".into()),
+                },
+            ),
         ];
         for (json, want) in cases {
             assert_eq!(
@@ -316,5 +339,24 @@ mod tests {
             p.to_json(),
             r#"{"type":"presence","room":"general","event":"left","name":"bob","count":1}"#
         );
+        let room = RoomInfo {
+            name: "general".into(),
+            members: 2,
+            last_seq: 43,
+        };
+        let last = ServerMessage::Rooms {
+            rooms: vec![room.clone()],
+            next: None,
+        };
+        assert_eq!(
+            last.to_json(),
+            r#"{"type":"rooms","rooms":[{"name":"general","members":2,"last_seq":43}]}"#,
+            "the last page has no next"
+        );
+        let more = ServerMessage::Rooms {
+            rooms: vec![room],
+            next: Some("a.1".into()),
+        };
+        assert!(more.to_json().ends_with(r#"],"next":"a.1"}"#));
     }
 }

@@ -19,6 +19,7 @@ use tracing::info;
 use crate::broker::{Broker, Command, ConnId, Mode, Registration};
 use crate::close::{CLOSE_BINARY, CLOSE_RATE_LIMITED, CLOSE_SHUTDOWN};
 use crate::identity::Identity;
+use crate::listing::Cursor;
 use crate::metrics::Metrics;
 use crate::open::OpenSession;
 use crate::outbox::{outbox, Outbox, OutboxSender};
@@ -285,7 +286,11 @@ impl Session {
                 ));
             }
             ClientMessage::Send { room, text } => Command::Send { id, room, text, at },
-            ClientMessage::Rooms => Command::Rooms { id },
+            ClientMessage::Rooms { cursor } => Command::Rooms {
+                id,
+                cursor: Cursor::parse(cursor.as_deref())
+                    .map_err(|e| ServerMessage::error("bad_cursor", e.to_string()))?,
+            },
         })
     }
 }

@@ -164,18 +164,36 @@ impl Store {
         Ok(messages)
     }
 
-    /// Every room with history and its last sequence number.
-    pub(crate) fn rooms(&self) -> Result<Vec<(String, u64)>> {
-        let mut stmt = self
-            .db
-            .prepare_cached("SELECT room, MAX(seq) FROM messages GROUP BY room ORDER BY room")?;
-        let rows = stmt.query_map([], |row| {
+    /// Up to `limit` rooms with history whose names sort after `after` (`""`: from the
+    /// first), by name, each with its last sequence number.
+    ///
+    /// A skip-scan: each step finds the next room name with one look in the primary key's
+    /// index and its last number with another, so a page costs O(`limit` log n) however many
+    /// rooms and messages the database holds (a `GROUP BY room` would read every message of
+    /// every room it passes).
+    pub(crate) fn rooms_after(&self, after: &str, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self.db.prepare_cached(
+            "WITH RECURSIVE next(name) AS (
+                SELECT (SELECT room FROM messages WHERE room > ?1 ORDER BY room LIMIT 1)
+                UNION ALL
+                SELECT (SELECT room FROM messages WHERE room > next.name ORDER BY room LIMIT 1)
+                FROM next WHERE next.name IS NOT NULL
+                LIMIT ?2
+            )
+            SELECT name, (SELECT MAX(seq) FROM messages WHERE room = next.name)
+            FROM next WHERE name IS NOT NULL",
+        )?;
+        // One more step than rooms asked for: the last step may be the end (no name).
+        let steps = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let rows = stmt.query_map(params![after, steps], |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?.max(0) as u64,
+                row.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
             ))
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rooms = rows.collect::<Result<Vec<_>, _>>()?;
+        rooms.truncate(limit);
+        Ok(rooms)
     }
 
     /// Commits what is pending and checkpoints the write-ahead log into the database file.
@@ -260,12 +278,38 @@ mod tests {
         assert_eq!(store.since("general", 4, 100).unwrap()[0].seq, 5);
         assert_eq!(store.recent("general", 2).unwrap()[0].seq, 4);
         assert_eq!(
-            store.rooms().unwrap(),
+            store.rooms_after("", 10).unwrap(),
             [("general".to_string(), 5), ("other".to_string(), 1)]
         );
         drop(store);
         let elsewhere = tempfile::tempdir().unwrap();
         let other = Store::open(elsewhere.path(), 3).unwrap();
         assert_ne!(other.epoch(), epoch, "a new database is a new epoch");
+    }
+
+    #[test]
+    fn rooms_are_read_by_name_a_bounded_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path(), 100).unwrap();
+        for (i, room) in ["delta", "alpha", "charlie", "bravo", "echo"]
+            .into_iter()
+            .enumerate()
+        {
+            for seq in 1..=(i as u64 + 1) {
+                store.append(&msg(room, seq, "x")).unwrap();
+            }
+        }
+        // Uncommitted messages count: the broker lists rooms in the middle of a batch.
+        let page = store.rooms_after("", 2).unwrap();
+        assert_eq!(page, [("alpha".to_string(), 2), ("bravo".to_string(), 4)]);
+        let page = store.rooms_after("bravo", 2).unwrap();
+        assert_eq!(page, [("charlie".to_string(), 3), ("delta".to_string(), 1)]);
+        let page = store.rooms_after("delta", 2).unwrap();
+        assert_eq!(page, [("echo".to_string(), 5)]);
+        assert!(store.rooms_after("echo", 2).unwrap().is_empty());
+        assert!(store.rooms_after("", 0).unwrap().is_empty());
+        // After a name that is not a room: from the next one that is.
+        assert_eq!(store.rooms_after("c", 1).unwrap()[0].0, "charlie");
+        store.commit().unwrap();
     }
 }

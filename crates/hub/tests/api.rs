@@ -128,7 +128,14 @@ async fn a_missing_or_wrong_key_gets_401() {
     assert_eq!(response.status, 401);
     // Nothing was stored.
     let rooms = request(&hub, "GET", "/api/rooms", Some(KEY), None).await;
-    assert_eq!(json_of(&rooms)["rooms"], json!([]));
+    assert_eq!(
+        json_of(&rooms),
+        json!({"rooms": []}),
+        "one page, and no next"
+    );
+    let bad = request(&hub, "GET", "/api/rooms?cursor=a.x", Some(KEY), None).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(json_of(&bad)["code"], "bad_cursor");
     hub.stop().await.unwrap();
 }
 

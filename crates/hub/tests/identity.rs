@@ -155,6 +155,58 @@ async fn a_valid_es256_token_upgrades_and_keys_rotate() {
     hub.stop().await.unwrap();
 }
 
+/// Test-only RSA keys (see `tests/data/README.md`): rcgen and ring cannot make RSA keys, so
+/// they were made once with openssl and committed.
+const RSA_PUBLIC: &[u8] = include_bytes!("data/test-only-rsa-a.pub.pem");
+const RSA_PRIVATE: &[u8] = include_bytes!("data/test-only-rsa-a.key.pem");
+const OTHER_RSA_PRIVATE: &[u8] = include_bytes!("data/test-only-rsa-other.key.pem");
+
+fn rs256(private_pem: &[u8], claims: Value) -> String {
+    let key = EncodingKey::from_rsa_pem(private_pem).unwrap();
+    encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_rs256_token_upgrades_and_one_from_another_rsa_key_gets_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwt = JwtConfig::default()
+        .public_key(RSA_PUBLIC.to_vec())
+        .audience("chat");
+    let hub = TestHub::start(jwt_config(dir.path(), jwt)).await;
+    let token = rs256(
+        RSA_PRIVATE,
+        claims("rsa-user", json!({"aud": "chat", "name": "Rita"})),
+    );
+    let (mut ws, identity) = json_with_token(&hub, "/", &token).await;
+    assert_eq!(
+        identity,
+        json!({"type": "identity", "sub": "rsa-user", "name": "Rita", "publish": true})
+    );
+    let presence = join(&mut ws, json!({"type": "join"})).await;
+    assert_eq!(presence["members"], json!(["Rita"]));
+
+    // Signed with another RSA key: the signature does not check out, nothing is upgraded.
+    let forged = rs256(
+        OTHER_RSA_PRIVATE,
+        claims("rsa-user", json!({"aud": "chat"})),
+    );
+    let (status, body) = upgrade_status(&hub, &format!("/?token={forged}"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("signature"), "{body}");
+    let bearer = format!("Bearer {forged}");
+    let (status, _) = upgrade_status(&hub, "/echo", &[("Authorization", &bearer)]).await;
+    assert_eq!(status, 401, "on /echo too");
+    // The right key under RS512: an RSA key is taken for RS256 only.
+    let rs512 = {
+        let key = EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap();
+        let claims = claims("rsa-user", json!({"aud": "chat"}));
+        encode(&Header::new(Algorithm::RS512), &claims, &key).unwrap()
+    };
+    let (status, body) = upgrade_status(&hub, &format!("/?token={rs512}"), &[]).await;
+    assert_eq!(status, 401, "{body}");
+    hub.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_get_401_with_a_reason_and_nothing_is_upgraded() {
     use base64::Engine;

@@ -16,18 +16,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tracing::{debug, warn};
 
-use super::keys::Keys;
+use super::keys::{Keys, RoomKeys};
 use super::scripts::Scripts;
 use super::subscriber::{SubRequest, Tracks};
 use super::wire::{self, BadReply};
 use super::{member_id, ClusterEvent, ConnId, Join, Publish, ReplyTo, Request, Settings};
 use crate::feed::{new_epoch, Replay};
-use crate::protocol::RoomInfo;
+use crate::listing::{Cursor, Page, PageBuilder};
+use crate::protocol::{valid_room, RoomInfo, ROOMS_PER_PAGE};
 
 /// Publishes sent as one pipeline, at most.
 const MAX_BATCH: usize = 256;
-/// Rooms in one room list, at most (the first by name).
-const MAX_ROOMS_LISTED: usize = 1000;
+/// Reads (each of a page's worth of rooms) one page of the room list may take, at most: rooms
+/// skipped (one run's rooms met in the other's index, or gone from it) make a page take more
+/// than one, and past this bound the page comes back short, with a `next` to go on from.
+const MAX_LIST_ROUNDS: usize = 4;
 
 /// What the engine and the subscriber both use.
 #[derive(Debug)]
@@ -152,6 +155,9 @@ struct Engine<T> {
     subscriber: mpsc::UnboundedSender<SubRequest>,
     in_flight: Arc<AtomicUsize>,
     members: HashMap<(ConnId, String), Member>,
+    /// Whether the rooms of the unordered index (from before the index by name) have been
+    /// copied into the index by name since this node started.
+    indexed_by_name: bool,
 }
 
 /// Carries out `requests` until the broker's [`Link`](super::Link) is dropped, then takes
@@ -168,6 +174,7 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
         subscriber,
         in_flight,
         members: HashMap::new(),
+        indexed_by_name: false,
     };
     let period = engine.shared.settings.presence_ttl / 3;
     let mut presence = tokio::time::interval(period.max(std::time::Duration::from_millis(100)));
@@ -208,8 +215,8 @@ pub(crate) async fn run<T: From<ClusterEvent> + Send>(
                 engine.join(join).await;
                 engine.done(1);
             }
-            Request::Rooms { to } => {
-                engine.rooms(to).await;
+            Request::Rooms { cursor, to } => {
+                engine.rooms(cursor, to).await;
                 engine.done(1);
             }
             Request::Read(read) => {
@@ -233,7 +240,8 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
     async fn publish(&mut self, batch: Vec<Publish>) {
         let limit = self.shared.settings.history_limit.max(1);
         let index = self.shared.keys.index();
-        let mut cmds = Vec::with_capacity(batch.len() * 2);
+        let by_name = self.shared.keys.by_name();
+        let mut cmds = Vec::with_capacity(batch.len() * 3);
         for p in &batch {
             let room = self.shared.keys.room(&p.room);
             let origin = member_id(&self.shared.node, p.id);
@@ -242,10 +250,12 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
             publish.arg(&p.room).arg(&p.from).arg(&p.text).arg(limit);
             publish.arg(new_epoch()).arg(origin).arg(plain);
             cmds.push(publish);
+            // Still kept, for the room list of nodes from before the index by name.
             cmds.push(redis::cmd("SADD").arg(&index).arg(&p.room).clone());
+            cmds.push(redis::cmd("ZADD").arg(&by_name).arg(0).arg(&p.room).clone());
         }
         let results = self.shared.run(&self.scripts, cmds).await;
-        for (p, result) in batch.into_iter().zip(results.into_iter().step_by(2)) {
+        for (p, result) in batch.into_iter().zip(results.into_iter().step_by(3)) {
             match result
                 .map_err(|e| e.to_string())
                 .and_then(|v| wire::int(v).map_err(|e| e.to_string()))
@@ -282,10 +292,12 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
 
     async fn join(&mut self, join: Join) {
         let reply = self.try_join(&join).await;
+        let mut noted = None;
         let reply = match reply {
             Ok(reply) => {
                 if join.register {
                     let ident = ident(&self.shared.node, join.id, join.subject.as_deref());
+                    noted = Some(reply.count);
                     self.members.insert(
                         (join.id, join.room.clone()),
                         Member {
@@ -302,6 +314,7 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 None
             }
         };
+        let room = join.room.clone();
         self.shared
             .tell(ClusterEvent::Joined {
                 id: join.id,
@@ -310,6 +323,10 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 reply,
             })
             .await;
+        // After the joiner has its answer: the room list can wait a round trip, it cannot.
+        if let Some(count) = noted {
+            self.note_active(&room, count).await;
+        }
     }
 
     async fn try_join(&mut self, join: &Join) -> Result<wire::JoinReply, BadReply> {
@@ -421,9 +438,19 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         let keys = self.shared.keys.room(&room);
         let mut cmd = self.scripts.leave.on(&keys);
         cmd.arg(member_id(&self.shared.node, id));
-        if let Some(Err(e)) = self.shared.run(&self.scripts, vec![cmd]).await.pop() {
+        // The count after the leave comes in the same round trip, for the room list.
+        let count = present(&keys);
+        let mut results = self.shared.run(&self.scripts, vec![cmd, count]).await;
+        let count = results.pop();
+        if let Some(Err(e)) = results.pop() {
             // Not refreshed any more, the entry expires and is swept by whichever node looks.
             warn!(%room, "cannot leave in Redis (the entry will expire): {e}");
+            return;
+        }
+        if let Some(Ok(count)) = count {
+            if let Ok(count) = wire::int(count) {
+                self.note_active(&room, count as usize).await;
+            }
         }
     }
 
@@ -434,9 +461,9 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
         }
     }
 
-    async fn rooms(&mut self, to: ReplyTo<Vec<RoomInfo>>) {
-        let rooms = self.try_rooms().await;
-        if let Err(e) = &rooms {
+    async fn rooms(&mut self, cursor: Cursor, to: ReplyTo<Page>) {
+        let page = self.try_rooms(cursor).await;
+        if let Err(e) = &page {
             warn!("cannot list rooms from Redis: {e}");
         }
         match to {
@@ -444,61 +471,242 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 self.shared
                     .tell(ClusterEvent::Rooms {
                         id,
-                        rooms: rooms.ok(),
+                        page: page.ok(),
                     })
                     .await;
             }
             ReplyTo::Api(reply) => {
-                if let Ok(rooms) = rooms {
-                    let _ = reply.send(rooms);
+                if let Ok(page) = page {
+                    let _ = reply.send(page);
                 }
             }
         }
     }
 
-    async fn try_rooms(&mut self) -> Result<Vec<RoomInfo>, BadReply> {
-        let index = redis::cmd("SMEMBERS").arg(self.shared.keys.index()).clone();
-        let names = match self.shared.run(&self.scripts, vec![index]).await.pop() {
+    /// One page of the room list ([`crate::listing`]): the rooms with members by position in
+    /// the active set ([`Keys::active`](super::keys::Keys::active)), then the rooms of the
+    /// index by name after the cursor's name, each read a page's worth at a time and checked
+    /// against the room's presence now. What the check finds wrong in the active set (a
+    /// room left empty by a node that died, a count a lost note left behind) is put right on
+    /// the way, so the set heals itself as it is read.
+    async fn try_rooms(&mut self, cursor: Cursor) -> Result<Page, BadReply> {
+        self.index_by_name().await;
+        let mut page = PageBuilder::default();
+        let mut fixes = Vec::new();
+        let mut rounds = 0;
+        let mut after = match cursor {
+            Cursor::Idle(name) => Some(name),
+            Cursor::Active(mut position) => loop {
+                if rounds == MAX_LIST_ROUNDS {
+                    break None;
+                }
+                rounds += 1;
+                let wanted = ROOMS_PER_PAGE + 1;
+                let range = redis::cmd("ZRANGE")
+                    .arg(self.shared.keys.active())
+                    .arg(position)
+                    .arg(position + wanted - 1)
+                    .clone();
+                let names = self.names(range).await?;
+                let exhausted = names.len() < wanted;
+                for (name, last_seq, members) in self.counts(names).await? {
+                    position += 1;
+                    fixes.push(active_update(&self.shared.keys, &name, members));
+                    if members == 0 {
+                        page.skip(Cursor::Active(position));
+                        continue;
+                    }
+                    let room = RoomInfo {
+                        name,
+                        members,
+                        last_seq,
+                    };
+                    page.push(room, Cursor::Active(position));
+                    if page.full() {
+                        break;
+                    }
+                }
+                if page.full() {
+                    break None;
+                }
+                if exhausted {
+                    // Every room with members is listed: on to the others, from the first.
+                    break Some(String::new());
+                }
+            },
+        };
+        let mut exhausted = false;
+        while let Some(from) = after.take() {
+            if page.full() || rounds == MAX_LIST_ROUNDS {
+                break;
+            }
+            rounds += 1;
+            let wanted = ROOMS_PER_PAGE + 1;
+            let min = if from.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("({from}")
+            };
+            let range = redis::cmd("ZRANGEBYLEX")
+                .arg(self.shared.keys.by_name())
+                .arg(min)
+                .arg("+")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(wanted)
+                .clone();
+            let names = self.names(range).await?;
+            let last = names.len() < wanted;
+            let mut next = from;
+            for (name, last_seq, members) in self.counts(names).await? {
+                next.clone_from(&name);
+                if members > 0 {
+                    // Listed in the first run, if the active set knew of it; now it does.
+                    fixes.push(active_update(&self.shared.keys, &name, members));
+                    page.skip(Cursor::Idle(name));
+                    continue;
+                }
+                let room = RoomInfo {
+                    name: name.clone(),
+                    members: 0,
+                    last_seq,
+                };
+                page.push(room, Cursor::Idle(name));
+                if page.full() {
+                    break;
+                }
+            }
+            if last {
+                exhausted = !page.full();
+                break;
+            }
+            after = Some(next);
+        }
+        if !fixes.is_empty() {
+            let failed = self
+                .shared
+                .run(&self.scripts, fixes)
+                .await
+                .into_iter()
+                .filter(Result::is_err)
+                .count();
+            if failed > 0 {
+                debug!("{failed} updates of the active room set failed");
+            }
+        }
+        Ok(page.finish(exhausted))
+    }
+
+    /// The valid room names `cmd` answers with.
+    async fn names(&mut self, cmd: Cmd) -> Result<Vec<String>, BadReply> {
+        let names = match self.shared.run(&self.scripts, vec![cmd]).await.pop() {
             Some(Ok(Value::Array(names) | Value::Set(names))) => names,
-            Some(Ok(other)) => return Err(BadReply(format!("room index: {other:?}"))),
+            Some(Ok(other)) => return Err(BadReply(format!("room names: {other:?}"))),
             Some(Err(e)) => return Err(BadReply(e.to_string())),
             None => return Err(BadReply("no reply".into())),
         };
-        let mut names: Vec<String> = names
+        Ok(names
             .into_iter()
             .filter_map(|n| wire::string(n, "room").ok())
-            .filter(|n| crate::protocol::valid_room(n))
-            .collect();
-        names.sort();
-        names.truncate(MAX_ROOMS_LISTED);
-        let now = now_ms();
+            .filter(|n| valid_room(n))
+            .collect())
+    }
+
+    /// Each room's last number and the members present now, in one round trip.
+    async fn counts(&mut self, names: Vec<String>) -> Result<Vec<(String, u64, usize)>, BadReply> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut cmds = Vec::with_capacity(names.len() * 2);
         for name in &names {
             let keys = self.shared.keys.room(name);
             cmds.push(redis::cmd("GET").arg(&keys.seq).clone());
-            cmds.push(
-                redis::cmd("ZCOUNT")
-                    .arg(&keys.members)
-                    .arg(now)
-                    .arg("+inf")
-                    .clone(),
-            );
+            cmds.push(present(&keys));
         }
         let mut results = self.shared.run(&self.scripts, cmds).await.into_iter();
         let mut rooms = Vec::with_capacity(names.len());
         for name in names {
             let (Some(seq), Some(count)) = (results.next(), results.next()) else {
-                break;
+                return Err(BadReply("a pipeline reply of the wrong length".into()));
             };
             let seq = seq.map_err(|e| BadReply(e.to_string()))?;
             let count = count.map_err(|e| BadReply(e.to_string()))?;
-            rooms.push(RoomInfo {
-                name,
-                members: wire::int(count)? as usize,
-                last_seq: wire::int(seq)?,
-            });
+            rooms.push((name, wire::int(seq)?, wire::int(count)? as usize));
         }
         Ok(rooms)
+    }
+
+    /// Copies the unordered index of rooms into the index by name, once per node start: a
+    /// deployment from before the index by name has its rooms only there. One `ZUNIONSTORE`
+    /// (O(rooms) in Redis, once), with weight 0 so that every score stays 0. Tried again at
+    /// the next listing if it fails.
+    async fn index_by_name(&mut self) {
+        if self.indexed_by_name {
+            return;
+        }
+        let by_name = self.shared.keys.by_name();
+        let copy = redis::cmd("ZUNIONSTORE")
+            .arg(&by_name)
+            .arg(2)
+            .arg(&by_name)
+            .arg(self.shared.keys.index())
+            .arg("WEIGHTS")
+            .arg(1)
+            .arg(0)
+            .clone();
+        match self.shared.run(&self.scripts, vec![copy]).await.pop() {
+            Some(Ok(_)) => self.indexed_by_name = true,
+            Some(Err(e)) => debug!("cannot copy the room index into the index by name: {e}"),
+            None => {}
+        }
+    }
+
+    /// Records that `room` has `members` members now (0: none, which takes it out of the
+    /// active set), for the first run of the room list. Called after each change to a
+    /// room's presence whose count is known (a join's reply has it); see
+    /// [`Engine::recount_active`] for the others.
+    ///
+    /// Not atomic with the change itself (the scripts stay as they are): two nodes noting
+    /// one room at once may leave the older count, which the next note or listing of that
+    /// room puts right. A failure is only logged: the list is a convenience, presence is
+    /// what counts.
+    pub(crate) async fn note_active(&mut self, room: &str, members: usize) {
+        let cmd = active_update(&self.shared.keys, room, members);
+        if let Some(Err(e)) = self.shared.run(&self.scripts, vec![cmd]).await.pop() {
+            debug!(%room, "cannot note the room's member count: {e}");
+        }
+    }
+
+    /// Reads the member counts of `rooms` and records them as [`Engine::note_active`] does,
+    /// in two round trips for all: for changes that do not return a count (a sweep of
+    /// expired members).
+    pub(crate) async fn recount_active(&mut self, rooms: &[String]) {
+        if rooms.is_empty() {
+            return;
+        }
+        let cmds = rooms
+            .iter()
+            .map(|room| present(&self.shared.keys.room(room)))
+            .collect();
+        let counts = self.shared.run(&self.scripts, cmds).await;
+        let updates: Vec<Cmd> = rooms
+            .iter()
+            .zip(counts)
+            .filter_map(|(room, count)| {
+                let count = wire::int(count.ok()?).ok()?;
+                Some(active_update(&self.shared.keys, room, count as usize))
+            })
+            .collect();
+        let failed = self
+            .shared
+            .run(&self.scripts, updates)
+            .await
+            .into_iter()
+            .filter(Result::is_err)
+            .count();
+        if failed > 0 {
+            debug!("{failed} updates of the active room set failed");
+        }
     }
 
     /// Pushes every member's expiry forward and sweeps the expired members of every room this
@@ -521,20 +729,46 @@ impl<T: From<ClusterEvent> + Send> Engine<T> {
                 .arg(&member.ident);
             cmds.push(refresh);
         }
-        for room in rooms {
-            cmds.push(self.scripts.sweep.on(&self.shared.keys.room(&room)));
+        for room in &rooms {
+            cmds.push(self.scripts.sweep.on(&self.shared.keys.room(room)));
         }
-        let failed = self
-            .shared
-            .run(&self.scripts, cmds)
-            .await
-            .into_iter()
-            .filter(Result::is_err)
-            .count();
+        let results = self.shared.run(&self.scripts, cmds).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
         if failed > 0 {
             debug!("{failed} presence updates failed");
         }
+        // The sweeps are the last results, one per room: a room whose sweep removed someone
+        // has a new member count for the room list.
+        let sweeps = &results[results.len().saturating_sub(rooms.len())..];
+        let swept: Vec<String> = rooms
+            .iter()
+            .zip(sweeps)
+            .filter(|(_, r)| matches!(r, Ok(v) if wire::int(v.clone()).unwrap_or(0) > 0))
+            .map(|(room, _)| room.clone())
+            .collect();
+        if !swept.is_empty() {
+            self.recount_active(&swept).await;
+        }
     }
+}
+
+/// Counts a room's members as presence does: identities, however many connections each has.
+fn present(keys: &RoomKeys) -> Cmd {
+    redis::cmd("HLEN").arg(&keys.idents).clone()
+}
+
+/// The command that records `room`'s member count in the active set, or takes it out.
+fn active_update(keys: &Keys, room: &str, members: usize) -> Cmd {
+    if members == 0 {
+        return redis::cmd("ZREM").arg(keys.active()).arg(room).clone();
+    }
+    // Minus the count: ascending order is then busiest first, ties by name.
+    let score = -(members.min(i64::MAX as usize) as i64);
+    redis::cmd("ZADD")
+        .arg(keys.active())
+        .arg(score)
+        .arg(room)
+        .clone()
 }
 
 fn bad(what: &'static str) -> redis::RedisError {

@@ -55,6 +55,21 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
+    /// The rooms that have ever had a message, as a sorted set whose scores are all 0, so
+    /// that it is ordered by name and a page of it is read with `ZRANGEBYLEX ... LIMIT`
+    /// (the set of [`Keys::index`] has no order: a page of it would sort all of it).
+    pub(crate) fn by_name(&self) -> String {
+        format!("{}:rooms-by-name", self.prefix)
+    }
+
+    /// The rooms with members: a sorted set of room names scored by minus their member
+    /// count, so that ascending order is most members first and, among rooms of one count,
+    /// by name. A hint kept by the nodes after joins, leaves and sweeps; the room list
+    /// checks the counts it shows against the rooms' presence.
+    pub(crate) fn active(&self) -> String {
+        format!("{}:rooms-active", self.prefix)
+    }
+
     /// The room whose live channel is `channel`, if it is one of ours.
     pub(crate) fn room_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel

@@ -32,8 +32,9 @@ use tokio::task::JoinHandle;
 use crate::config::RedisConfig;
 use crate::error::{HubError, Result};
 use crate::feed::{Replay, RoomEvent};
+use crate::listing::{Cursor, Page};
 use crate::metrics::Metrics;
-use crate::protocol::{ChatMessage, RoomInfo};
+use crate::protocol::ChatMessage;
 
 pub(crate) use wire::JoinReply;
 
@@ -68,8 +69,10 @@ pub(crate) enum Request {
         id: ConnId,
         room: String,
     },
+    /// A page of the room list ([`crate::listing`]).
     Rooms {
-        to: ReplyTo<Vec<RoomInfo>>,
+        cursor: Cursor,
+        to: ReplyTo<Page>,
     },
     /// Read a room without joining it (the backend API's history and presence).
     Read(Read),
@@ -148,11 +151,8 @@ pub(crate) enum ClusterEvent {
         room: String,
         reply: Option<JoinReply>,
     },
-    /// The room list for `id` (`None`: Redis could not be asked).
-    Rooms {
-        id: ConnId,
-        rooms: Option<Vec<RoomInfo>>,
-    },
+    /// A page of the room list for `id` (`None`: Redis could not be asked).
+    Rooms { id: ConnId, page: Option<Page> },
     /// Something happened in a room this node subscribes to, in the room's order.
     Live { room: String, event: RoomEvent },
     /// The room's history was lost (Redis restarted without its data): numbering started
@@ -183,8 +183,12 @@ impl Link {
         self.counted(Request::Join(join))
     }
 
-    pub(crate) fn rooms(&self, to: ReplyTo<Vec<RoomInfo>>) -> std::result::Result<(), Refused> {
-        self.counted(Request::Rooms { to })
+    pub(crate) fn rooms(
+        &self,
+        cursor: Cursor,
+        to: ReplyTo<Page>,
+    ) -> std::result::Result<(), Refused> {
+        self.counted(Request::Rooms { cursor, to })
     }
 
     pub(crate) fn read(&self, read: Read) -> std::result::Result<(), Refused> {
