@@ -12,6 +12,8 @@
 //!   files and as rustls configurations.
 //! - [`redis`] (feature `redis`): a real `redis-server` on a free loopback port, killed and
 //!   restarted at will.
+//! - [`node`] (feature `node`): a Node.js script as an independent peer, run as a server or
+//!   to its end.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -20,6 +22,8 @@ pub mod frame;
 pub mod http;
 #[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "node")]
+pub mod node;
 #[cfg(feature = "tls")]
 pub mod pki;
 #[cfg(feature = "redis")]
