@@ -97,6 +97,10 @@ async fn connection(
         let report = report.clone();
         tokio::spawn(async move {
             let path = request.request().uri().path().to_owned();
+            assert_eq!(
+                duplex::is_upgrade_request(request.request()),
+                request.is_websocket()
+            );
             if !request.is_websocket() {
                 let body = format!("hello over {:?}\n", request.request().version());
                 return request.respond(http::Response::new(body)).await;
@@ -526,6 +530,47 @@ async fn a_slow_reader_stalls_only_its_own_stream() {
         slow.close(None).await.unwrap();
         fast.close(None).await.unwrap();
         expect_clean_ends(&mut server, 2).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_graceful_shutdown_refuses_new_streams_and_lets_open_ones_finish() {
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut conn = http2::accept(tcp, Config::default()).await.unwrap();
+            let request = conn.next().await.unwrap().unwrap();
+            let mut ws = request.upgrade(|_| Ok(())).await.unwrap();
+            conn.graceful_shutdown();
+            let echo = tokio::spawn(async move {
+                while let Some(Ok(msg)) = ws.recv().await {
+                    if msg.is_text() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+            // A request that got in before the GOAWAY is refused (dropping it resets its
+            // stream); the connection ends once its last stream has.
+            while let Some(request) = conn.next().await {
+                drop(request);
+            }
+            echo.await.unwrap();
+        });
+        let url = format!("ws://127.0.0.1:{port}/");
+        let client = Client::connect(builder(&url, None)).await.unwrap();
+        let (mut ws, _) = client.websocket("/open").await.unwrap();
+        ws.send(Message::text("before")).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("before"));
+        let refused = client.websocket("/new").await.unwrap_err();
+        assert!(matches!(refused, Error::Http2(_)), "{refused}");
+        ws.send(Message::text("after")).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("after"));
+        ws.close(None).await.unwrap();
+        assert!(ws.recv().await.is_none());
+        server.await.unwrap();
     })
     .await;
 }
