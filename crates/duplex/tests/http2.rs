@@ -575,6 +575,30 @@ async fn a_graceful_shutdown_refuses_new_streams_and_lets_open_ones_finish() {
     .await;
 }
 
+#[tokio::test]
+async fn an_http2_connection_without_streams_is_shut_down_when_idle() {
+    bounded(async {
+        let settings = Settings::default().idle_timeout(Some(Duration::from_millis(100)));
+        let mut server = serve(None, settings).await;
+        let url = format!("ws://127.0.0.1:{}/", server.port);
+        let client = Client::connect(builder(&url, None)).await.unwrap();
+        // A WebSocket keeps it busy however long it is quiet.
+        let (mut ws, _) = client.websocket("/quiet").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        ws.send(Message::text("still open")).await.unwrap();
+        assert_eq!(
+            ws.recv().await.unwrap().unwrap(),
+            Message::text("still open")
+        );
+        ws.close(None).await.unwrap();
+        expect_clean_ends(&mut server, 1).await;
+        // Without streams it is closed after one or two idle timeouts.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(client.websocket("/late").await.is_err());
+    })
+    .await;
+}
+
 #[test]
 fn the_preface_is_told_from_http11() {
     assert_eq!(http2::is_preface(http2::PREFACE), Some(true));

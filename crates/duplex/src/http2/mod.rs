@@ -188,6 +188,11 @@ pub struct Settings {
     pub initial_connection_window_size: Option<u32>,
     /// The largest DATA frame the peer may send (default 16,384, the protocol's minimum).
     pub max_frame_size: u32,
+    /// Server: how long a connection may stay without any stream before it is shut down
+    /// gracefully (`GOAWAY`; default 120 s; `None` never). Checked every `idle_timeout`, so a
+    /// connection goes between one and two of them after its last stream. WebSockets are
+    /// streams: a connection carrying one is never idle.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -198,6 +203,7 @@ impl Default for Settings {
             initial_window_size: 65_535,
             initial_connection_window_size: None,
             max_frame_size: 16_384,
+            idle_timeout: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -227,6 +233,12 @@ impl Settings {
     /// Sets [`Settings::initial_connection_window_size`] (at most 2^31 - 1).
     pub fn initial_connection_window_size(mut self, bytes: u32) -> Self {
         self.initial_connection_window_size = Some(bytes.min(MAX_WINDOW));
+        self
+    }
+
+    /// Sets [`Settings::idle_timeout`].
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

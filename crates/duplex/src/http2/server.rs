@@ -2,6 +2,7 @@
 //! CONNECTs to WebSockets (RFC 8441 section 5) and answer the others.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use duplex_proto::handshake::server::{reject_error, UpgradeRequest};
@@ -78,7 +79,13 @@ where
         .map_err(H2Error::Protocol)?;
     let (requests, rx) = mpsc::unbounded_channel();
     let shutdown = Arc::new(Notify::new());
-    tokio::spawn(drive(conn, requests, shutdown.clone(), config));
+    tokio::spawn(drive(
+        conn,
+        requests,
+        shutdown.clone(),
+        config,
+        settings.idle_timeout,
+    ));
     Ok(H2Connection {
         requests: rx,
         shutdown,
@@ -92,15 +99,37 @@ async fn drive<S>(
     requests: mpsc::UnboundedSender<Result<H2Request>>,
     shutdown: Arc<Notify>,
     config: Config,
+    idle_timeout: Option<Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut closing = false;
+    // Checked on every tick: a connection without streams at two ticks in a row is idle.
+    let mut tick =
+        idle_timeout.map(|every| tokio::time::interval_at(Instant::now() + every, every));
+    let mut idle_at_last_tick = false;
     loop {
+        let idle_check = async {
+            match tick.as_mut() {
+                Some(tick) => {
+                    tick.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = idle_check, if !closing => {
+                let idle = !conn.has_streams();
+                if idle && idle_at_last_tick {
+                    closing = true;
+                    conn.graceful_shutdown();
+                }
+                idle_at_last_tick = idle;
+            }
             next = conn.accept() => match next {
                 None => return,
                 Some(Ok((request, respond))) => {
+                    idle_at_last_tick = false;
                     let request = H2Request::new(request, respond, config);
                     // Nobody takes requests any more: refuse this one (dropping it resets the
                     // stream) and let the running streams finish.
