@@ -45,15 +45,21 @@ pub async fn connect(url: &str) -> Result<(WebSocket<MaybeTlsStream>, Response<(
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
-    uri: Uri,
+    pub(crate) uri: Uri,
     handshake: ClientHandshake,
-    config: Config,
-    connect_timeout: Duration,
+    pub(crate) config: Config,
+    pub(crate) connect_timeout: Duration,
     /// TLS options for `wss://` (set in `tls.rs`).
     #[cfg(feature = "tls")]
     pub(crate) tls: crate::tls::ClientTls,
     /// Where the proxy comes from (set in `proxy.rs`).
     pub(crate) proxy: ProxyChoice,
+    /// Try HTTP/2 first ([`ClientBuilder::http2`]).
+    #[cfg(feature = "http2")]
+    pub(crate) http2: bool,
+    /// HTTP/2 settings ([`ClientBuilder::http2_settings`]).
+    #[cfg(feature = "http2")]
+    pub(crate) http2_settings: crate::http2::Settings,
 }
 
 impl ClientBuilder {
@@ -72,6 +78,10 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls: Default::default(),
             proxy: ProxyChoice::default(),
+            #[cfg(feature = "http2")]
+            http2: false,
+            #[cfg(feature = "http2")]
+            http2_settings: Default::default(),
         })
     }
 
@@ -103,15 +113,24 @@ impl ClientBuilder {
 
     /// Opens the connection (through a proxy and TLS as configured) and performs the
     /// handshake.
+    ///
+    /// With [`ClientBuilder::http2`] the WebSocket may be a stream of an HTTP/2 connection
+    /// ([`MaybeTlsStream::H2`]); the response's [`version`](Response::version) says which
+    /// (`HTTP_2` or `HTTP_11`).
     pub async fn connect(self) -> Result<(WebSocket<MaybeTlsStream>, Response<()>)> {
-        let io = timeout(self.connect_timeout, self.open())
+        #[cfg(feature = "http2")]
+        if self.http2 {
+            return crate::http2::client::connect_or_fall_back(self).await;
+        }
+        let io = timeout(self.connect_timeout, self.open(false))
             .await
             .map_err(|_| Error::Timeout("connect"))??;
         self.handshake_on(io).await
     }
 
-    /// The transport: TCP to the server or to the proxy (then a tunnel), then TLS for `wss://`.
-    async fn open(&self) -> Result<MaybeTlsStream> {
+    /// The transport: TCP to the server or to the proxy (then a tunnel), then TLS for `wss://`
+    /// (offering ALPN `h2` before `http/1.1` if `offer_h2`).
+    pub(crate) async fn open(&self, offer_h2: bool) -> Result<MaybeTlsStream> {
         let secure = matches!(self.uri.scheme_str(), Some("wss" | "https"));
         let host = self
             .uri
@@ -139,8 +158,9 @@ impl ClientBuilder {
         }
         #[cfg(feature = "tls")]
         if secure {
-            return self.tls.connect(host, tcp).await;
+            return self.tls.connect(host, tcp, offer_h2).await;
         }
+        let _ = offer_h2;
         Ok(MaybeTlsStream::Plain(tcp))
     }
 
@@ -158,7 +178,7 @@ impl ClientBuilder {
     }
 
     /// The handshake with the permessage-deflate offer the configuration asks for.
-    fn offer(&self) -> ClientHandshake {
+    pub(crate) fn offer(&self) -> ClientHandshake {
         match &self.config.deflate {
             Some(cfg) => self
                 .handshake

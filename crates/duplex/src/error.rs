@@ -50,6 +50,10 @@ pub enum Error {
     #[cfg(feature = "tls")]
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// An HTTP/2 connection or request failed (cargo feature `http2`).
+    #[cfg(feature = "http2")]
+    #[error(transparent)]
+    Http2(#[from] crate::http2::H2Error),
     /// The proxy could not be used or refused the tunnel.
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
@@ -104,6 +108,8 @@ impl Error {
             Error::Rejected(status) => Some(*status),
             Error::Handshake(HandshakeError::Status { status, .. }) => Some(*status),
             Error::Proxy(p) => p.status(),
+            #[cfg(feature = "http2")]
+            Error::Http2(e) => e.status(),
             _ => None,
         }
     }

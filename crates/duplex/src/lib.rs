@@ -10,6 +10,8 @@
 //!   through an HTTP or SOCKS5 [`proxy`].
 //! - TLS with rustls ([`tls`], cargo feature `tls`, on by default).
 //! - Authentication and `Origin` checks before the upgrade ([`auth`]).
+//! - WebSockets over HTTP/2 (RFC 8441), several on one connection, in both roles, over TLS
+//!   or h2c ([`http2`], cargo feature `http2`, on by default).
 //! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`).
 //! - Keepalive pings, timeouts and limits in [`Config`], with defaults safe on the open
 //!   internet.
@@ -42,6 +44,8 @@ mod client;
 mod config;
 mod driver;
 mod error;
+#[cfg(feature = "http2")]
+pub mod http2;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod io;

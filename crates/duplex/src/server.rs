@@ -88,6 +88,8 @@ impl Rejection {
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`), to route it to
 /// the WebSocket handshake and everything else to plain HTTP handlers (with hyper:
 /// `duplex::hyper::upgrade`). `Upgrade` may list several protocols (`websocket, h2c`).
+/// With the `http2` feature, an HTTP/2 extended CONNECT with `:protocol websocket` (as
+/// [`crate::http2::H2Request::request`] gives it) is one too.
 ///
 /// ```
 /// let req = http::Request::get("/ws").header("upgrade", "WebSocket").body(())?;
@@ -95,6 +97,10 @@ impl Rejection {
 /// # Ok::<_, http::Error>(())
 /// ```
 pub fn is_upgrade_request<B>(request: &Request<B>) -> bool {
+    #[cfg(feature = "http2")]
+    if crate::http2::is_websocket_connect(request) {
+        return true;
+    }
     request
         .headers()
         .get_all(http::header::UPGRADE)

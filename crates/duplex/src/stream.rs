@@ -1,5 +1,5 @@
-//! [`MaybeTlsStream`]: the transport of a client connection, plain TCP for `ws://` and TLS for
-//! `wss://`.
+//! [`MaybeTlsStream`]: the transport of a connection: plain TCP for `ws://`, TLS for `wss://`,
+//! or a stream of an HTTP/2 connection (RFC 8441).
 
 use std::io;
 use std::pin::Pin;
@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A TCP connection, with TLS on top when the URL was `wss://` (client) or the server
-/// terminates TLS itself.
+/// terminates TLS itself; or one stream of an HTTP/2 connection (cargo feature `http2`).
 ///
 /// What [`ClientBuilder::connect`](crate::ClientBuilder::connect) returns the WebSocket over
 /// (when a proxy was used, the TCP connection is the tunnel through it), and what a server
@@ -34,23 +34,65 @@ pub enum MaybeTlsStream {
     /// TLS over TCP, server side (see [`crate::tls::handshake`]).
     #[cfg(feature = "tls")]
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A stream of an HTTP/2 connection (RFC 8441; see [`crate::http2`]), over TLS or h2c. The
+    /// connection's transport belongs to the task that drives it. Boxed like TLS.
+    #[cfg(feature = "http2")]
+    H2(Box<crate::http2::H2Stream>),
 }
 
 impl MaybeTlsStream {
-    /// The TCP connection underneath (to a proxy, when one is used).
-    pub fn tcp(&self) -> &TcpStream {
+    /// The TCP connection underneath (to a proxy, when one is used); `None` for an HTTP/2
+    /// stream, whose connection is shared and owned by the task that drives it.
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            MaybeTlsStream::Plain(tcp) => tcp,
+            MaybeTlsStream::Plain(tcp) => Some(tcp),
             #[cfg(feature = "tls")]
-            MaybeTlsStream::Tls(tls) => tls.get_ref().0,
+            MaybeTlsStream::Tls(tls) => Some(tls.get_ref().0),
             #[cfg(feature = "tls")]
-            MaybeTlsStream::ServerTls(tls) => tls.get_ref().0,
+            MaybeTlsStream::ServerTls(tls) => Some(tls.get_ref().0),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(_) => None,
         }
     }
 
     /// Whether the connection is encrypted.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, MaybeTlsStream::Plain(_))
+        match self {
+            MaybeTlsStream::Plain(_) => false,
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(h2) => h2.is_tls(),
+            #[cfg(feature = "tls")]
+            _ => true,
+        }
+    }
+
+    /// Whether this is a stream of an HTTP/2 connection (RFC 8441) rather than a connection of
+    /// its own.
+    ///
+    /// ```
+    /// # async fn run(ws: duplex::WebSocket<duplex::MaybeTlsStream>) {
+    /// let version = if ws.get_ref().is_http2() { "HTTP/2" } else { "HTTP/1.1" };
+    /// # }
+    /// ```
+    pub fn is_http2(&self) -> bool {
+        #[cfg(feature = "http2")]
+        if let MaybeTlsStream::H2(_) = self {
+            return true;
+        }
+        false
+    }
+
+    /// The application protocol TLS negotiated (ALPN: `b"h2"`, `b"http/1.1"`), if any: what a
+    /// server offering both ([`crate::tls::offer_http2`]) looks at to choose between
+    /// [`crate::http2::accept`] and [`crate::Handshake::read`].
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::Tls(tls) => tls.get_ref().1.alpn_protocol(),
+            #[cfg(feature = "tls")]
+            MaybeTlsStream::ServerTls(tls) => tls.get_ref().1.alpn_protocol(),
+            _ => None,
+        }
     }
 }
 
@@ -66,6 +108,8 @@ impl AsyncRead for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -82,6 +126,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -96,6 +142,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -106,6 +154,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => s.is_write_vectored(),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => s.is_write_vectored(),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => s.is_write_vectored(),
         }
     }
 
@@ -116,6 +166,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -126,6 +178,8 @@ impl AsyncWrite for MaybeTlsStream {
             MaybeTlsStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             #[cfg(feature = "tls")]
             MaybeTlsStream::ServerTls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            #[cfg(feature = "http2")]
+            MaybeTlsStream::H2(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -24,7 +24,9 @@
 //! Mozilla roots bundled by `webpki-roots` by default. [`ClientBuilder::tls_roots`] switches to
 //! the platform's store, [`ClientBuilder::ca_file`] adds a private CA, and
 //! [`ClientBuilder::danger_accept_invalid_certs`] turns verification off for development.
-//! The client sends SNI for host names and offers ALPN `http/1.1`.
+//! The client sends SNI for host names and offers ALPN `http/1.1` (`h2` first with
+//! [`ClientBuilder::http2`]; see `duplex::http2`). Servers offer `http/1.1`; wrap their
+//! configuration in `offer_http2` (feature `http2`) to offer `h2` too.
 
 use std::fmt;
 use std::io;
@@ -46,9 +48,11 @@ pub use rustls;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-/// The only application protocol spoken over these TLS connections: the WebSocket opening
-/// handshake is HTTP/1.1 (RFC 6455 section 4.1).
+/// The application protocol of the WebSocket opening handshake of RFC 6455 (section 4.1).
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// HTTP/2, over which WebSockets are streams (RFC 8441); offered first when HTTP/2 is wanted.
+const ALPN_H2: &[u8] = b"h2";
 
 /// What went wrong setting up TLS.
 ///
@@ -190,6 +194,37 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// The same server configuration offering ALPN `h2` before `http/1.1`, for a server that
+/// speaks both on one port: after the handshake,
+/// [`MaybeTlsStream::alpn_protocol`] (or the rustls connection's `alpn_protocol()`) says
+/// which the client chose; `h2` goes to [`crate::http2::accept`], anything else to
+/// [`crate::Handshake::read`].
+///
+/// Only for servers that handle both: a client that chose `h2` sends HTTP/2 frames, which an
+/// HTTP/1.1-only server cannot read.
+///
+/// ```no_run
+/// # async fn run(tcp: tokio::net::TcpStream) -> duplex::Result<()> {
+/// use duplex::{tls, MaybeTlsStream};
+/// let config = tls::offer_http2(tls::server_config_from_pem("cert.pem", "key.pem")?);
+/// let acceptor = tls::TlsAcceptor::from(config);
+/// let stream = MaybeTlsStream::ServerTls(Box::new(
+///     tls::handshake(&acceptor, tcp, std::time::Duration::from_secs(10)).await?,
+/// ));
+/// if stream.alpn_protocol() == Some(b"h2") {
+///     let conn = duplex::http2::accept(stream, duplex::Config::default()).await?;
+/// } else {
+///     let handshake = duplex::Handshake::read(stream, duplex::Config::default()).await?;
+/// }
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "http2")]
+pub fn offer_http2(config: Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Arc::new(config)
+}
+
 /// A server configuration from PEM files: the certificate chain (leaf first) and the private
 /// key. What `duplex serve --tls-cert --tls-key` uses.
 ///
@@ -291,13 +326,15 @@ impl ClientTls {
 
     /// The rustls configuration these settings describe. The default one is built once per
     /// process: parsing the bundled roots for every connection would be wasted work.
-    fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+    fn client_config(&self, offer_h2: bool) -> Result<Arc<ClientConfig>, TlsError> {
         if let Some(custom) = &self.custom {
             return Ok(custom.clone());
         }
         static DEFAULT: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+        static DEFAULT_H2: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+        let default = if offer_h2 { &DEFAULT_H2 } else { &DEFAULT };
         if self.is_default() {
-            if let Some(config) = DEFAULT.get() {
+            if let Some(config) = default.get() {
                 return Ok(config.clone());
             }
         }
@@ -314,10 +351,14 @@ impl ClientTls {
                 .with_root_certificates(self.root_store()?)
                 .with_no_client_auth()
         };
-        config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+        config.alpn_protocols = if offer_h2 {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+        } else {
+            vec![ALPN_HTTP11.to_vec()]
+        };
         let config = Arc::new(config);
         if self.is_default() {
-            let _ = DEFAULT.set(config.clone());
+            let _ = default.set(config.clone());
         }
         Ok(config)
     }
@@ -358,9 +399,15 @@ impl ClientTls {
         Ok(store)
     }
 
-    /// Runs the client side of the TLS handshake over `tcp` for `host`.
-    pub(crate) async fn connect(&self, host: &str, tcp: TcpStream) -> Result<MaybeTlsStream> {
-        let config = self.client_config()?;
+    /// Runs the client side of the TLS handshake over `tcp` for `host`, offering ALPN `h2`
+    /// before `http/1.1` if `offer_h2`.
+    pub(crate) async fn connect(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+        offer_h2: bool,
+    ) -> Result<MaybeTlsStream> {
+        let config = self.client_config(offer_h2)?;
         // An IP address is verified against the certificate's IP SANs and sent without SNI
         // (RFC 6066 section 3 allows only host names there); rustls does both.
         let name = ServerName::try_from(host.to_owned())

@@ -14,6 +14,8 @@
 //!   restarted at will.
 //! - [`netns`] (feature `netns`): a network namespace joined to the root one by veth pairs,
 //!   cut silently and healed, for partition tests.
+//! - [`node`] (feature `node`): a Node.js script as an independent peer, run as a server or
+//!   to its end.
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -24,6 +26,8 @@ pub mod http;
 pub mod net;
 #[cfg(feature = "netns")]
 pub mod netns;
+#[cfg(feature = "node")]
+pub mod node;
 #[cfg(feature = "tls")]
 pub mod pki;
 #[cfg(feature = "redis")]
