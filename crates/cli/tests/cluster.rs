@@ -20,7 +20,10 @@ fn node(redis: &RedisServer, extra: &[&str]) -> Serve {
     let url = redis.url();
     let mut args = vec!["--redis", url.as_str(), "--presence-ttl", "2"];
     args.extend_from_slice(extra);
-    Serve::start(&args)
+    let node = Serve::start(&args);
+    // Until it has reached Redis, a node refuses plain-text clients (503) and joins.
+    wait_health(&node.addr(), 200, WAIT);
+    node
 }
 
 struct Client {
@@ -262,7 +265,6 @@ async fn redis_killed_and_restarted_nodes_refuse_then_recover_with_everything_ac
         return;
     };
     let (a, b, mut ann, mut bob) = two_in_lobby(&redis, &[]).await;
-    wait_health(&a.addr(), 200, WAIT);
     ann.say("before").await;
     assert_eq!(ann.messages_until(1).await, [(1, "before".to_owned())]);
     assert_eq!(bob.messages_until(1).await, [(1, "before".to_owned())]);
@@ -282,6 +284,14 @@ async fn redis_killed_and_restarted_nodes_refuse_then_recover_with_everything_ac
     // Reconnection backs off up to 5 s between attempts.
     wait_health(&a.addr(), 200, Duration::from_secs(20));
     wait_health(&b.addr(), 200, Duration::from_secs(20));
+    // Plain-text clients, which cannot be told in JSON, were refused before the upgrade.
+    redis.kill();
+    wait_health(&a.addr(), 503, WAIT);
+    let refused = duplex::connect(&a.ws).await;
+    let status = refused.as_ref().err().and_then(duplex::Error::http_status);
+    assert_eq!(status.map(|s| s.as_u16()), Some(503), "{refused:?}");
+    redis.restart();
+    wait_health(&a.addr(), 200, Duration::from_secs(20));
     ann.say("after").await;
     assert_eq!(bob.messages_until(2).await, [(2, "after".to_owned())]);
     let mut carl = Client::json(&b.ws).await;

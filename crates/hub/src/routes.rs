@@ -147,6 +147,15 @@ pub(crate) async fn handle(
         };
         if let Endpoint::Chat(room) = &endpoint {
             let json = incoming.select_protocol(&[SUBPROTOCOL]).is_some();
+            // A plain client joins its room as it connects and cannot read a JSON error:
+            // while Redis is away it gets 503 before the upgrade, not a close right after it.
+            if !json && shared.redis.as_ref().is_some_and(|r| !r.is_up()) {
+                shared.metrics.reject(Rejection::Capacity);
+                return Err(Refusal::unavailable(
+                    "the chat's shared store is unreachable, try later",
+                    RETRY_AFTER,
+                ));
+            }
             match &identity {
                 // A plain client's only room is the URL's: refused here, before the upgrade,
                 // since it has no way to read a JSON error. JSON clients' joins are checked
