@@ -4,6 +4,10 @@
 #                   browser): two users chat both ways, one reloads and sees the history
 #   seeds.test.mjs  the seeds' Node readline client (npm ws) and browser snippet, unchanged,
 #                   against ws://localhost:8080 (the address they have built in)
+#   client.test.mjs the JavaScript client library (clients/js) in Chromium, and the page that
+#                   uses it, across restarts of a server of its own
+# and first the client library's own tests in Node (clients/js/test: unit tests, and
+# integration tests that start and restart `duplex serve` themselves).
 #
 # Builds the release binary if needed, installs the pinned npm packages if missing, starts one
 # server on a free loopback port and one on localhost:8080 (each with a temporary --data
@@ -21,8 +25,16 @@ fi
 if [[ ! -d "$here/node_modules/playwright-core" || ! -d "$here/node_modules/ws" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund)
 fi
+if [[ ! -d "$root/clients/js/node_modules/ws" ]]; then
+  (cd "$root/clients/js" && npm ci --no-audit --no-fund)
+fi
 (cd "$root" && cargo build --release --quiet -p duplex-cli --bin duplex)
 bin="${CARGO_TARGET_DIR:-$root/target}/release/duplex"
+
+# The client library's tests start their own servers (they restart them), so they need no
+# port of the ones below.
+log "JavaScript client (clients/js): unit and integration tests"
+(cd "$root/clients/js" && DUPLEX_BIN="$bin" node --test --test-concurrency=1 test/*.test.mjs)
 
 tmp="$(mktemp -d)"
 pids=()
@@ -73,8 +85,8 @@ seeds_url="$url"
 log "chat page test against $chat_url, seeds' clients against $seeds_url"
 
 status=0
-(cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" \
-  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs) || status=$?
+(cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" DUPLEX_BIN="$bin" \
+  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs client.test.mjs) || status=$?
 stop chat || status=1
 stop seeds || status=1
 exit $status
