@@ -21,7 +21,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "fuzz every target for 60 s (scripts/fuzz.sh; docs/FUZZING.md)"
 bash scripts/fuzz.sh 60
 
-step "end to end: the chat page in Chromium, the seeds' clients (tests/browser/run.sh)"
+step "end to end: the JavaScript client in Node and Chromium, the chat page, the seeds' clients (tests/browser/run.sh)"
 bash tests/browser/run.sh
 
 step "Autobahn|TestSuite, server and client roles"

@@ -6,6 +6,10 @@
 #                   against ws://localhost:8080 (the address they have built in)
 #   identity.test.mjs  the page opened with a signed token (/?token=, a third server with
 #                   --jwt-secret-file): it shows the token's name and cannot change it
+#   client.test.mjs the JavaScript client library (clients/js) in Chromium, and the page that
+#                   uses it, across restarts of a server of its own
+# and first the client library's own tests in Node (clients/js/test: unit tests, and
+# integration tests that start and restart `duplex serve` themselves).
 #
 # Builds the release binary if needed, installs the pinned npm packages if missing, starts one
 # server on a free loopback port and one on localhost:8080 (each with a temporary --data
@@ -23,8 +27,16 @@ fi
 if [[ ! -d "$here/node_modules/playwright-core" || ! -d "$here/node_modules/ws" ]]; then
   (cd "$here" && npm ci --no-audit --no-fund)
 fi
+if [[ ! -d "$root/clients/js/node_modules/ws" ]]; then
+  (cd "$root/clients/js" && npm ci --no-audit --no-fund)
+fi
 (cd "$root" && cargo build --release --quiet -p duplex-cli --bin duplex)
 bin="${CARGO_TARGET_DIR:-$root/target}/release/duplex"
+
+# The client library's tests start their own servers (they restart them), so they need no
+# port of the ones below.
+log "JavaScript client (clients/js): unit and integration tests"
+(cd "$root/clients/js" && DUPLEX_BIN="$bin" node --test --test-concurrency=1 test/*.test.mjs)
 
 tmp="$(mktemp -d)"
 pids=()
@@ -79,9 +91,10 @@ jwt_url="$url"
 log "chat page test against $chat_url, seeds' clients against $seeds_url, signed tokens against $jwt_url"
 
 status=0
-(cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" \
+(cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" DUPLEX_BIN="$bin" \
   DUPLEX_JWT_URL="$jwt_url" DUPLEX_JWT_SECRET_FILE="$tmp/jwt.secret" \
-  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs identity.test.mjs) || status=$?
+  node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs identity.test.mjs \
+  client.test.mjs) || status=$?
 stop chat || status=1
 stop seeds || status=1
 stop jwt || status=1

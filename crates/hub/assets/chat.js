@@ -1,12 +1,13 @@
-// The duplex chat page: speaks the JSON protocol (subprotocol "duplex.v1") over one
-// WebSocket, reconnects by itself and resumes each room from the last sequence number seen,
-// so a dropped connection loses nothing. No build step: plain browser JavaScript.
-"use strict";
+// The duplex chat page. The protocol (duplex.v1), the reconnects and the resume from the last
+// sequence number seen are the client library's (/duplex-client.js, from clients/js): this
+// file only shows what it reports and hands it what the user does. No build step: an ES
+// module (the page's CSP allows scripts of its own origin only, none inline).
+import { DuplexClient } from "/duplex-client.js";
 
-const PROTOCOL = "duplex.v1";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-// Browsers cannot set headers on a WebSocket: a --token travels as ?token= in the page URL.
+// Browsers cannot set headers on a WebSocket: a --token travels as ?token= in the page URL
+// (the library puts it in the WebSocket's URL the same way).
 const token = params.get("token");
 
 const state = {
@@ -14,15 +15,13 @@ const state = {
   // Set by the server's "identity" message (a hub with signed tokens): the name is the
   // token's, and the page never asks for or sends another.
   identity: null,
-  // With a token the page first joins without a name, in case the token names it; a hub with
-  // a shared token answers "bad_name", and from then on the page's own name is sent.
-  ownName: !token,
   room: roomFromPath() || "general",
-  rooms: new Map(), // name -> { messages: [], lastSeq: 0, members: [] }
+  // name -> { messages: [], lastSeq, epoch }: kept after leaving a room, so that coming back
+  // resumes where the page left it.
+  rooms: new Map(),
   known: new Map(), // name -> { members, last_seq } from the server's room list
-  ws: null,
-  retry: 0,
-  timer: null,
+  members: [],
+  client: null,
 };
 
 function roomFromPath() {
@@ -31,7 +30,7 @@ function roomFromPath() {
 }
 
 function roomState(name) {
-  if (!state.rooms.has(name)) state.rooms.set(name, { messages: [], lastSeq: 0, members: [] });
+  if (!state.rooms.has(name)) state.rooms.set(name, { messages: [], lastSeq: 0, epoch: null });
   return state.rooms.get(name);
 }
 
@@ -39,109 +38,94 @@ function roomState(name) {
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const query = token ? `?token=${encodeURIComponent(token)}` : "";
-  return `${scheme}//${location.host}/rooms/${state.room}${query}`;
+  return `${scheme}//${location.host}/rooms/${state.room}`;
 }
 
 function connect() {
-  clearTimeout(state.timer);
-  setStatus(state.retry ? "reconnecting" : "connecting");
-  const ws = new WebSocket(socketUrl(), PROTOCOL);
-  state.ws = ws;
-  ws.onopen = () => {
-    state.retry = 0;
-    setStatus("online");
-    join(state.room);
-    send({ type: "rooms" });
-    setComposer(true);
-  };
-  ws.onmessage = (event) => {
-    let msg;
-    try { msg = JSON.parse(event.data); } catch { return; }
-    handlers[msg.type]?.(msg);
-  };
-  ws.onclose = (event) => {
-    if (state.ws !== ws) return;
-    state.ws = null;
-    setComposer(false);
+  // With a token the first join goes without a name (a signed token names us); a hub with a
+  // shared token answers "bad_name", and the library joins again with this one.
+  const client = new DuplexClient(socketUrl(), {
+    token: token || undefined,
+    name: state.name || undefined,
+    backoff: { initial: 500, max: 8000 },
+  });
+  state.client = client;
+
+  client.on("state", (s) => {
+    setStatus(s);
+    if (s.state === "open") refreshRooms();
+    // Messages typed while offline wait in the library's queue and go once the room is back.
+    setComposer(s.state !== "closed", s.state === "open");
+  });
+  client.on("close", (c) => {
     // 4000: we read too slowly and were cut off; 1001: the server restarts. Both say "come
-    // back and resume", which is what the reconnect does.
-    const why = { 1001: "server restarting", 1008: "too many messages", 4000: "fell behind" }[event.code];
-    if (why) notice(`Disconnected: ${why}. Reconnecting…`);
-    const delay = Math.min(500 * 2 ** state.retry, 8000);
-    state.retry += 1;
-    setStatus(state.retry > 3 ? "offline" : "reconnecting", delay);
-    state.timer = setTimeout(connect, delay);
-  };
-}
-
-function send(obj) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-    state.ws.send(JSON.stringify(obj));
-    return true;
-  }
-  return false;
-}
-
-// Joins with the last sequence number seen, so the server replays exactly what was missed
-// (a first visit gets the room's recent history instead).
-function join(room) {
-  const r = roomState(room);
-  const msg = { type: "join", room };
-  if (state.ownName && !state.identity) msg.name = state.name;
-  if (r.lastSeq > 0) msg.since = r.lastSeq;
-  send(msg);
-}
-
-// ---- server messages -----------------------------------------------------------------
-
-const handlers = {
-  message(m) { addMessage(m); },
-  history(h) { for (const m of h.messages) addMessage(m); },
-  presence(p) {
-    // The whole list comes with our own join; after that, names come and go one by one.
-    const r = roomState(p.room);
-    if (p.members) {
-      r.members = p.members;
-    } else if (p.event === "joined") {
-      r.members.push(p.name);
-    } else {
-      const i = r.members.indexOf(p.name);
-      if (i >= 0) r.members.splice(i, 1);
+    // back and resume", which the library does; after 1008 it does not (it would only be cut
+    // off again).
+    const why = { 1001: "server restarting", 1008: "too many messages", 4000: "fell behind", 1009: "message too large" }[c.code];
+    if (why) notice(`Disconnected: ${why}. ${c.reconnect ? "Reconnecting…" : "Reload the page to reconnect."}`);
+  });
+  client.on("message", (m) => addMessage(m));
+  client.on("history", (h) => {
+    const r = roomState(h.room);
+    r.epoch = h.epoch;
+    for (const m of h.messages) addMessage(m);
+  });
+  client.on("gap", (g) => {
+    const r = roomState(g.room);
+    r.lastSeq = g.firstSeq - 1;
+    if (g.room === state.room) {
+      notice(g.firstSeq > 1
+        ? `Some messages are no longer available: the history now starts at #${g.firstSeq}.`
+        : "This room's history was lost on the server; it starts over.");
     }
+  });
+  client.on("presence", (p) => {
     const known = state.known.get(p.room);
     if (known) known.members = p.count;
     if (p.room === state.room) {
+      state.members = p.members;
       renderMembers();
       if (p.name !== state.name) notice(`${p.name} ${p.event === "joined" ? "joined" : "left"}`);
     }
     renderRooms();
-  },
-  rooms(list) {
-    state.known = new Map(list.rooms.map((r) => [r.name, r]));
-    renderRooms();
-  },
-  identity(i) {
+  });
+  client.on("identity", (i) => {
     state.identity = i;
     state.name = i.name;
     $("welcome").close();
     showMe();
-  },
-  error(e) {
-    if (e.code === "bad_name" && !state.identity && !state.ownName) {
-      // A shared token, not a signed one: the server wants a name of ours after all.
-      state.ownName = true;
-      if (state.name) join(state.room);
-      else $("welcome").showModal();
+  });
+  client.on("error", (e) => {
+    if (e.code === "bad_name" && !state.identity) {
+      // The hub wants a name and the page has none (or one it refused): ask.
+      if (!$("welcome").open) $("welcome").showModal();
       return;
     }
+    if (e.code === "transport") return; // the status shows it; the library reconnects
     notice(`⚠ ${e.message}`);
-  },
-};
+  });
+
+  join(state.room);
+}
+
+// Joins with the last sequence number seen (the library does the same on every reconnect), so
+// the server replays exactly what was missed; a first visit gets the room's recent history.
+function join(room) {
+  const r = roomState(room);
+  const position = r.epoch ? { since: r.lastSeq, epoch: r.epoch } : {};
+  state.members = [];
+  state.client.join(room, position).catch(() => {}); // failures come as "error" events
+}
+
+function refreshRooms() {
+  state.client.rooms().then((rooms) => {
+    state.known = new Map(rooms.map((r) => [r.name, r]));
+    renderRooms();
+  }, () => {});
+}
 
 function addMessage(m) {
   const r = roomState(m.room);
-  if (m.seq <= r.lastSeq) return; // already shown (a replay overlapping what we had)
   r.lastSeq = m.seq;
   r.messages.push(m);
   if (r.messages.length > 500) r.messages.shift();
@@ -189,8 +173,7 @@ function renderRoom() {
 }
 
 function renderMembers() {
-  const ul = $("members");
-  ul.replaceChildren(...roomState(state.room).members.map((n) => el("li", "", n)));
+  $("members").replaceChildren(...state.members.map((n) => el("li", "", n)));
 }
 
 function renderRooms() {
@@ -206,37 +189,50 @@ function renderRooms() {
   }));
 }
 
-function setStatus(s, delay) {
+// "online"; "reconnecting in 2.1s" while the library waits to try again, "offline" after a
+// few failed attempts (or once it stopped).
+function setStatus(s) {
   const status = $("status");
-  status.dataset.state = s;
-  const label = { online: "online", connecting: "connecting…", offline: "offline" }[s]
-    || `reconnecting${delay ? ` in ${Math.round(delay / 100) / 10}s` : "…"}`;
-  status.querySelector("span").textContent = label;
+  const shown = s.state === "open" ? "online"
+    : s.state === "closed" || (s.state === "reconnecting" && s.attempt > 3) ? "offline"
+    : s.state === "reconnecting" ? "reconnecting" : "connecting";
+  status.dataset.state = shown;
+  const queued = state.client && state.client.queued ? ` · ${state.client.queued} waiting` : "";
+  const label = { online: "online", connecting: "connecting…", offline: "offline" }[shown]
+    || `reconnecting${s.delay ? ` in ${Math.round(s.delay / 100) / 10}s` : "…"}`;
+  status.querySelector("span").textContent = label + (shown === "online" ? "" : queued);
 }
 
-function setComposer(enabled) {
+function setComposer(enabled, focus) {
   for (const e of $("composer").elements) e.disabled = !enabled;
-  if (enabled) $("text").focus();
+  if (focus && !$("welcome").open) $("text").focus();
 }
 
 // ---- user actions --------------------------------------------------------------------
 
 function switchRoom(name) {
   if (name === state.room) return;
-  send({ type: "leave", room: state.room });
+  state.client.leave(state.room);
   state.room = name;
   history.pushState(null, "", `/rooms/${name}${location.search}`);
   renderRoom();
   join(name);
-  send({ type: "rooms" });
+  refreshRooms();
 }
 
 $("composer").onsubmit = (event) => {
   event.preventDefault();
   const input = $("text");
   const text = input.value;
-  if (!text.trim()) return;
-  if (send({ type: "send", room: state.room, text })) input.value = "";
+  if (!text.trim() || !state.client) return;
+  // Accepted (sent, or queued while offline): the input is cleared; a refusal (too large, the
+  // queue full, an error of the hub) is shown, and the text given back.
+  input.value = "";
+  state.client.send(state.room, text).catch((e) => {
+    if (e.code === "left" || e.code === "closed") return;
+    notice(`⚠ not sent: ${e.message}`);
+    if (!input.value) input.value = text;
+  });
 };
 
 $("room-form").onsubmit = (event) => {
@@ -252,7 +248,7 @@ $("room-form").onsubmit = (event) => {
 window.onpopstate = () => {
   const room = roomFromPath() || "general";
   if (room !== state.room) {
-    send({ type: "leave", room: state.room });
+    state.client.leave(state.room);
     state.room = room;
     renderRoom();
     join(room);
@@ -278,10 +274,10 @@ $("name-form").onsubmit = () => {
   state.name = name;
   localStorage.setItem("duplex.name", name);
   $("welcome").close();
-  if (state.ws) {
-    // Asked for by a hub with a shared token, on a connection that is already open.
+  if (state.client) {
+    // Asked for by the hub (a shared token) on a connection that is already open.
     showMe();
-    join(state.room);
+    state.client.setName(name);
   } else {
     start();
   }

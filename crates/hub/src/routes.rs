@@ -299,6 +299,10 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
             page::CHAT_JS.to_owned(),
         )),
         "/chat.css" => Some(ok("text/css; charset=utf-8", page::CHAT_CSS.to_owned())),
+        "/duplex-client.js" => Some(ok(
+            "text/javascript; charset=utf-8",
+            page::CLIENT_JS.to_owned(),
+        )),
         p => match p.strip_prefix("/rooms/") {
             // The page itself opens the room named in its address.
             Some(room) if valid_room(room) => Some(page_response()),

@@ -16,11 +16,20 @@ async fn the_page_health_and_metrics_are_served() {
         head.contains("content-type: text/html; charset=utf-8"),
         "{head}"
     );
-    assert!(body.contains("<script src=\"/chat.js\""), "{body}");
+    assert!(
+        body.contains("<script type=\"module\" src=\"/chat.js\""),
+        "{body}"
+    );
     let (status, head, body) = http_get(&hub, "/chat.js").await;
     assert_eq!(status, 200);
     assert!(head.contains("text/javascript"), "{head}");
-    assert!(body.contains("duplex.v1"));
+    assert!(body.contains("from \"/duplex-client.js\""), "{body}");
+    // The client library the page imports (clients/js), as an ES module.
+    let (status, head, body) = http_get(&hub, "/duplex-client.js").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("text/javascript"), "{head}");
+    assert!(body.contains("export class DuplexClient"));
+    assert!(body.contains("\"duplex.v1\""));
     assert_eq!(http_get(&hub, "/chat.css").await.0, 200);
     assert_eq!(http_get(&hub, "/rooms/random").await.0, 200);
     assert_eq!(
