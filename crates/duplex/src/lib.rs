@@ -10,7 +10,8 @@
 //!   through an HTTP or SOCKS5 [`proxy`].
 //! - TLS with rustls ([`tls`], cargo feature `tls`, on by default).
 //! - Authentication and `Origin` checks before the upgrade ([`auth`]).
-//! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`).
+//! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`), and an
+//!   axum extractor (`duplex::axum::WebSocketUpgrade`, cargo feature `axum`).
 //! - Keepalive pings, timeouts and limits in [`Config`], with defaults safe on the open
 //!   internet.
 //!
@@ -38,6 +39,8 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod driver;
