@@ -7,10 +7,11 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 mod bench;
 mod chat;
+mod config_file;
 mod connect;
 mod deflate_args;
 mod serve;
@@ -52,7 +53,7 @@ fn init_logs(format: LogFormat) {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the chat server: browser page, rooms with history, echo at /echo.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket URL: an interactive client on a terminal, lines in and out in a
     /// pipe, or one message and its reply with -x.
     ///
@@ -68,8 +69,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    // The matches, kept: `duplex serve --config` needs to know which options were given.
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             // Exit code 1 for a usage error, not clap's 2: `duplex connect` documents 2 as
             // "connection refused".
@@ -95,7 +100,10 @@ fn main() -> ExitCode {
     let client = matches!(cli.command, Command::Connect(_) | Command::Chat(_));
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Serve(mut args) => {
+                args.resolve(matches.subcommand_matches("serve"))?;
+                serve::run(*args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Connect(args) => Ok(connect::run(args).await),
             Command::Chat(args) => Ok(chat::run(args).await),
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),

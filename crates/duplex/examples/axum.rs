@@ -1,21 +1,23 @@
-//! An axum application serving a page and a WebSocket route on the same port, through duplex's
-//! hyper integration:
+//! A small chat on axum: one router serves the page and the WebSocket on the same port, with
+//! duplex's extractor (`duplex::axum::WebSocketUpgrade`, cargo feature `axum`):
 //!
 //! ```sh
-//! cargo run -p duplex --features hyper --example axum            # http://127.0.0.1:3000/
-//! cargo run -p duplex --features hyper --example axum -- 0.0.0.0:8080
+//! cargo run -p duplex --features axum --example axum            # http://127.0.0.1:3000/
+//! cargo run -p duplex --features axum --example axum -- 0.0.0.0:8080
 //! ```
 //!
 //! `GET /` is the page; `GET /ws` upgrades (only from this server's own pages: the `Origin`
-//! check keeps other sites' scripts out) and echoes every message.
+//! check keeps other sites' scripts out), speaking the `chat.v1` subprotocol when the client
+//! offers it and permessage-deflate when it offers that, and relays every text message to
+//! everyone connected.
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::{Html, Response};
+use axum::extract::State;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use duplex::hyper::HyperWebSocket;
-use duplex::Message;
+use duplex::axum::{HyperWebSocket, WebSocketUpgrade};
+use duplex::{Config, DeflateConfig, Message};
+use tokio::sync::broadcast;
 
 const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
@@ -25,9 +27,9 @@ const PAGE: &str = r#"<!doctype html>
 <pre id="log"></pre>
 <script>
   const log = (line) => document.getElementById("log").textContent += line + "\n";
-  const ws = new WebSocket(`ws://${location.host}/ws`);
-  ws.onopen = () => log("connected");
-  ws.onmessage = (e) => log("echo: " + e.data);
+  const ws = new WebSocket(`ws://${location.host}/ws`, ["chat.v1"]);
+  ws.onopen = () => log(`connected (${ws.protocol}, ${ws.extensions || "no compression"})`);
+  ws.onmessage = (e) => log(e.data);
   ws.onclose = (e) => log(`closed: ${e.code} ${e.reason}`);
   document.getElementById("f").onsubmit = (e) => {
     e.preventDefault();
@@ -38,6 +40,10 @@ const PAGE: &str = r#"<!doctype html>
 </script>
 "#;
 
+/// Every line said, to every connection.
+#[derive(Clone)]
+struct Room(broadcast::Sender<String>);
+
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
@@ -47,42 +53,52 @@ async fn main() -> std::io::Result<()> {
     let local = listener.local_addr()?;
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
-        .route("/ws", get(websocket));
+        .route("/ws", get(websocket))
+        .with_state(Room(broadcast::channel(64).0));
     println!("listening on http://{local}/ (WebSocket at ws://{local}/ws)");
     axum::serve(listener, app).await
 }
 
 /// Upgrades `GET /ws` with duplex, whose limits, timeouts and keepalive apply as configured.
-async fn websocket(mut request: Request) -> Response {
-    let config = duplex::Config::default();
-    let upgrade = duplex::hyper::upgrade_with(&mut request, config, |incoming| {
-        // The page is served from here, so its Origin is this server's own address.
-        let host = incoming.header(http::header::HOST).unwrap_or_default();
-        let own = [format!("http://{host}"), format!("https://{host}")];
-        duplex::auth::OriginPolicy::new(own).check(incoming.request())
-    });
-    match upgrade {
-        Ok((response, pending)) => {
-            tokio::spawn(async move {
-                let result = match pending.await {
-                    Ok(ws) => echo(ws).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    eprintln!("connection ended: {e}");
-                }
-            });
-            response.map(Body::from)
-        }
-        Err(rejection) => rejection.into_response().map(Body::from),
-    }
+async fn websocket(ws: WebSocketUpgrade, State(room): State<Room>) -> impl IntoResponse {
+    let config = Config::default()
+        .max_message_size(4096)
+        .deflate(Some(DeflateConfig::default()));
+    ws.config(config)
+        .protocols(["chat.v1"])
+        .check(|incoming| {
+            // The page is served from here, so its Origin is this server's own address.
+            let host = incoming.header(http::header::HOST).unwrap_or_default();
+            let own = [format!("http://{host}"), format!("https://{host}")];
+            duplex::auth::OriginPolicy::new(own).check(incoming.request())
+        })
+        .on_upgrade(|socket| async move {
+            if let Err(e) = chat(socket, room).await {
+                eprintln!("connection ended: {e}");
+            }
+        })
 }
 
-async fn echo(mut ws: HyperWebSocket) -> duplex::Result<()> {
-    while let Some(msg) = ws.recv().await {
-        if let msg @ (Message::Text(_) | Message::Binary(_)) = msg? {
-            ws.send(msg).await?;
+/// Relays what this connection says to the room and what the room says to it.
+async fn chat(mut ws: HyperWebSocket, room: Room) -> duplex::Result<()> {
+    let mut heard = room.0.subscribe();
+    loop {
+        tokio::select! {
+            // `recv` is cancel safe: losing the race loses nothing.
+            msg = ws.recv() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = room.0.send(text.as_str().to_owned());
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            line = heard.recv() => match line {
+                Ok(line) => ws.send(Message::text(line)).await?,
+                // Fell behind by more than the channel holds: skip what was missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
         }
     }
-    Ok(())
 }

@@ -12,7 +12,8 @@
 //! - Authentication and `Origin` checks before the upgrade ([`auth`]).
 //! - WebSockets over HTTP/2 (RFC 8441), several on one connection, in both roles, over TLS
 //!   or h2c ([`http2`], cargo feature `http2`, on by default).
-//! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`).
+//! - Upgrades inside hyper and axum servers (`duplex::hyper`, cargo feature `hyper`), and an
+//!   axum extractor (`duplex::axum::WebSocketUpgrade`, cargo feature `axum`).
 //! - Keepalive pings, timeouts and limits in [`Config`], with defaults safe on the open
 //!   internet.
 //!
@@ -40,6 +41,8 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod client;
 mod config;
 mod driver;
