@@ -111,6 +111,9 @@ impl Hub {
             None => (None, None),
         };
         let config_per_ip = config.max_connections_per_ip.map(crate::net::PerIp::new);
+        // One TLS port for HTTP/1.1 and HTTP/2, by ALPN.
+        let mut config = config;
+        config.tls = config.tls.take().map(duplex::tls::offer_http2);
         let shared = Arc::new(Shared {
             access,
             limit: ConnectionLimit::new(config.max_connections),
@@ -287,6 +290,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     }
                 }
             };
+            // HTTP/2: chosen by ALPN over TLS, or by its preface over cleartext (prior
+            // knowledge, as proxies that speak h2c send it).
+            let h2 = match &stream {
+                MaybeTlsStream::Plain(tcp) => {
+                    let timeout = shared.config.websocket.handshake_timeout;
+                    duplex::http2::peek_preface(tcp, timeout)
+                        .await
+                        .unwrap_or(false)
+                }
+                tls => tls.alpn_protocol() == Some(duplex::http2::ALPN_H2),
+            };
+            if h2 {
+                if let Some(permit) = permit {
+                    Box::pin(crate::http2::serve(stream, peer, shared, permit)).await;
+                }
+                return;
+            }
             let session = Box::pin(routes::handle(stream, peer, shared, permit)).await;
             if let Some(session) = session {
                 session.await;

@@ -41,6 +41,7 @@ mod config;
 mod echo;
 mod error;
 mod feed;
+mod http2;
 mod hub;
 mod identity;
 mod listing;

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub(crate) chat_connections_total: AtomicU64,
     pub(crate) echo_connections_total: AtomicU64,
     pub(crate) http_requests_total: AtomicU64,
+    /// WebSockets opened over HTTP/1.1 and over HTTP/2.
+    websockets_by_version: [AtomicU64; 2],
     traffic: Traffic,
     pub(crate) stored_messages: AtomicU64,
     pub(crate) rooms: AtomicI64,
@@ -122,6 +124,10 @@ impl Metrics {
     pub(crate) fn reject(&self, why: Rejection) {
         let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
         self.rejections[i].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn websocket_opened(&self, over_http2: bool) {
+        self.websockets_by_version[usize::from(over_http2)].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn received(&self, bytes: usize) {
@@ -229,6 +235,15 @@ impl Metrics {
              duplex_connections_total{{endpoint=\"echo\"}} {}",
             self.chat_connections_total.load(Relaxed),
             self.echo_connections_total.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP duplex_websockets_total WebSockets opened, by HTTP version.\n\
+             # TYPE duplex_websockets_total counter\n\
+             duplex_websockets_total{{version=\"1.1\"}} {}\n\
+             duplex_websockets_total{{version=\"2\"}} {}",
+            self.websockets_by_version[0].load(Relaxed),
+            self.websockets_by_version[1].load(Relaxed),
         );
         let _ = writeln!(
             out,

@@ -55,7 +55,7 @@ pub(crate) struct Shared {
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The WebSocket endpoints.
-enum Endpoint {
+pub(crate) enum Endpoint {
     Echo,
     Chat(String),
 }
@@ -64,6 +64,30 @@ enum Endpoint {
 /// task holds only the step it is in: the handshake's state is freed before the session starts,
 /// and an idle session keeps only its own (see docs/BENCHMARKS.md, memory per idle connection).
 pub(crate) type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Where a request goes, by its path and whether it asks for a WebSocket; the same over
+/// HTTP/1.1 and HTTP/2.
+pub(crate) enum Route {
+    Api,
+    WebSocket(Endpoint),
+    Page,
+    NotFound,
+}
+
+pub(crate) fn route(path: &str, upgrade: bool) -> Route {
+    if path == "/api" || path.starts_with("/api/") {
+        return Route::Api;
+    }
+    match (path, upgrade) {
+        ("/echo", _) => Route::WebSocket(Endpoint::Echo),
+        ("/", true) => Route::WebSocket(Endpoint::Chat("general".to_owned())),
+        (p, true) => match p.strip_prefix("/rooms/") {
+            Some(room) if valid_room(room) => Route::WebSocket(Endpoint::Chat(room.to_owned())),
+            _ => Route::NotFound,
+        },
+        (_, false) => Route::Page,
+    }
+}
 
 /// Answers one connection's request (TLS already terminated, if any): plain HTTP routes are
 /// served here; an upgrade returns the WebSocket session to run. `permit` is `None` when the
@@ -113,21 +137,17 @@ pub(crate) async fn handle(
             }
         },
     };
-    if path == "/api" || path.starts_with("/api/") {
-        Box::pin(crate::api::serve(handshake, &shared, peer)).await;
-        return None;
-    }
-    let endpoint = match (path.as_str(), is_upgrade_request(request)) {
-        ("/echo", _) => Endpoint::Echo,
-        ("/", true) => Endpoint::Chat("general".to_owned()),
-        (p, true) => match p.strip_prefix("/rooms/") {
-            Some(room) if valid_room(room) => Endpoint::Chat(room.to_owned()),
-            _ => {
-                Box::pin(not_found(handshake, &shared, peer)).await;
-                return None;
-            }
-        },
-        (_, false) => {
+    let endpoint = match route(&path, is_upgrade_request(request)) {
+        Route::Api => {
+            Box::pin(crate::api::serve(handshake, &shared, peer)).await;
+            return None;
+        }
+        Route::WebSocket(endpoint) => endpoint,
+        Route::NotFound => {
+            Box::pin(not_found(handshake, &shared, peer)).await;
+            return None;
+        }
+        Route::Page => {
             Box::pin(serve_page(handshake, &shared, peer)).await;
             return None;
         }
@@ -135,45 +155,10 @@ pub(crate) async fn handle(
     if matches!(endpoint, Endpoint::Echo) {
         handshake.set_config(config.echo_ws());
     }
-    let mut plain_name = None;
-    let mut identity = None;
-    let upgraded = Box::pin(handshake.upgrade(|incoming| {
-        identity = match shared.access.check(incoming.request()) {
-            Ok(identity) => identity,
-            Err(denied) => {
-                shared.metrics.reject(denied.metric);
-                return Err(denied.refusal);
-            }
-        };
-        if let Endpoint::Chat(room) = &endpoint {
-            let json = incoming.select_protocol(&[SUBPROTOCOL]).is_some();
-            // A plain client joins its room as it connects and cannot read a JSON error:
-            // while Redis is away it gets 503 before the upgrade, not a close right after it.
-            if !json && shared.redis.as_ref().is_some_and(|r| !r.is_up()) {
-                shared.metrics.reject(Rejection::Capacity);
-                return Err(Refusal::unavailable(
-                    "the chat's shared store is unreachable, try later",
-                    RETRY_AFTER,
-                ));
-            }
-            match &identity {
-                // A plain client's only room is the URL's: refused here, before the upgrade,
-                // since it has no way to read a JSON error. JSON clients' joins are checked
-                // by their session.
-                Some(id) if !json && !id.may_join(room) => {
-                    shared.metrics.reject(Rejection::Forbidden);
-                    return Err(Refusal::new(
-                        StatusCode::FORBIDDEN,
-                        "this token does not allow this room",
-                    ));
-                }
-                // With a token, the name is the token's: `?name=` is ignored.
-                Some(_) => {}
-                None => plain_name = incoming.query_param("name").and_then(|n| clean_name(&n)),
-            }
-        }
-        Ok::<(), Refusal>(())
-    }))
+    let mut who = Who::default();
+    let upgraded = Box::pin(
+        handshake.upgrade(|incoming| check_upgrade(incoming, &endpoint, &shared, &mut who)),
+    )
     .await;
     let ws = match upgraded {
         Ok(ws) => ws,
@@ -188,6 +173,66 @@ pub(crate) async fn handle(
         }
     };
     let open = OpenSession::new(&shared.metrics, permit).with_ip(ip_permit);
+    start_session(ws, endpoint, peer, shared, open, who)
+}
+
+/// The checks of an upgrade, over HTTP/1.1 and HTTP/2 alike: the token or JWT (401), the
+/// origin (403), the subprotocol, and for a chat connection who it is.
+pub(crate) fn check_upgrade(
+    incoming: &mut duplex::Incoming<'_>,
+    endpoint: &Endpoint,
+    shared: &Shared,
+    who: &mut Who,
+) -> Result<(), Refusal> {
+    let identity = match shared.access.check(incoming.request()) {
+        Ok(identity) => identity,
+        Err(denied) => {
+            shared.metrics.reject(denied.metric);
+            return Err(denied.refusal);
+        }
+    };
+    if let Endpoint::Chat(room) = endpoint {
+        let json = incoming.select_protocol(&[SUBPROTOCOL]).is_some();
+        // A plain client joins its room as it connects and cannot read a JSON error:
+        // while Redis is away it gets 503 before the upgrade, not a close right after it.
+        if !json && shared.redis.as_ref().is_some_and(|r| !r.is_up()) {
+            shared.metrics.reject(Rejection::Capacity);
+            return Err(Refusal::unavailable(
+                "the chat's shared store is unreachable, try later",
+                RETRY_AFTER,
+            ));
+        }
+        match &identity {
+            // A plain client's only room is the URL's: refused here, before the upgrade,
+            // since it has no way to read a JSON error. JSON clients' joins are checked
+            // by their session.
+            Some(id) if !json && !id.may_join(room) => {
+                shared.metrics.reject(Rejection::Forbidden);
+                return Err(Refusal::new(
+                    StatusCode::FORBIDDEN,
+                    "this token does not allow this room",
+                ));
+            }
+            // With a token, the name is the token's: `?name=` is ignored.
+            Some(_) => {}
+            None => who.plain_name = incoming.query_param("name").and_then(|n| clean_name(&n)),
+        }
+    }
+    who.identity = identity.map(Arc::new);
+    Ok(())
+}
+
+/// The session of an upgraded connection (or `None` when an echo connection went straight to
+/// the parking lot).
+pub(crate) fn start_session(
+    ws: WebSocket<MaybeTlsStream>,
+    endpoint: Endpoint,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    open: OpenSession,
+    who: Who,
+) -> Option<SessionFuture> {
+    shared.metrics.websocket_opened(ws.get_ref().is_http2());
     Some(match endpoint {
         Endpoint::Echo => {
             shared.metrics.echo_connections_total.fetch_add(1, Relaxed);
@@ -209,18 +254,13 @@ pub(crate) async fn handle(
             let shutdown = shared.shutdown.clone();
             Box::pin(crate::echo::run(session, shutdown, shared.parking.clone()))
         }
-        Endpoint::Chat(room) => {
-            let who = Who {
-                plain_name,
-                identity: identity.map(Arc::new),
-            };
-            Box::pin(chat(ws, peer, room, who, shared, open))
-        }
+        Endpoint::Chat(room) => Box::pin(chat(ws, peer, room, who, shared, open)),
     })
 }
 
 /// Who a chat connection says it is: a plain client's `?name=`, or a token's identity.
-struct Who {
+#[derive(Default)]
+pub(crate) struct Who {
     plain_name: Option<String>,
     identity: Option<Arc<Identity>>,
 }
@@ -269,13 +309,22 @@ fn chat(
 
 /// Answers the plain HTTP routes.
 async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
-    let request = handshake.request();
+    let response = page_answer(handshake.request(), shared, peer);
+    let _ = handshake.respond(response).await;
+}
+
+/// The answer to a plain HTTP request (not an upgrade, not the API), over HTTP/1.1 and
+/// HTTP/2 alike: the page and its files, health and metrics, or a refusal.
+pub(crate) fn page_answer<B>(
+    request: &http::Request<B>,
+    shared: &Shared,
+    peer: SocketAddr,
+) -> Response<String> {
     if request.method() != Method::GET {
         shared.metrics.reject(Rejection::BadRequest);
-        let refusal = Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "only GET is served")
-            .with_header(http::header::ALLOW, HeaderValue::from_static("GET"));
-        let _ = handshake.respond(refusal.into_response()).await;
-        return;
+        return Refusal::new(StatusCode::METHOD_NOT_ALLOWED, "only GET is served")
+            .with_header(http::header::ALLOW, HeaderValue::from_static("GET"))
+            .into_response();
     }
     let path = request.uri().path();
     // With an admin listener, health and metrics are served there only.
@@ -286,9 +335,8 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         && !crate::api::authorized(request, shared)
     {
         shared.metrics.reject(Rejection::Unauthorized);
-        let refusal = Refusal::unauthorized("/metrics needs the API key (Authorization: Bearer)");
-        let _ = handshake.respond(refusal.into_response()).await;
-        return;
+        return Refusal::unauthorized("/metrics needs the API key (Authorization: Bearer)")
+            .into_response();
     }
     let response = match path {
         "/healthz" | "/metrics" if !admin_here => None,
@@ -313,20 +361,30 @@ async fn serve_page(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer:
         Some(response) => {
             shared.metrics.http_requests_total.fetch_add(1, Relaxed);
             debug!(%peer, path, "served");
-            let _ = handshake.respond(response).await;
+            response
         }
-        None => not_found(handshake, shared, peer).await,
+        None => not_found_response(shared, peer, path),
     }
 }
 
-async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
+pub(crate) fn not_found_response(
+    shared: &Shared,
+    peer: SocketAddr,
+    path: &str,
+) -> Response<String> {
     shared.metrics.reject(Rejection::NotFound);
-    debug!(%peer, path = handshake.request().uri().path(), "not found");
-    let refusal = Refusal::new(
+    debug!(%peer, path, "not found");
+    Refusal::new(
         StatusCode::NOT_FOUND,
         "no such endpoint: try / (chat page or room general), /rooms/NAME, /echo, /healthz, /metrics",
-    );
-    let _ = handshake.respond(refusal.into_response()).await;
+    )
+    .into_response()
+}
+
+async fn not_found(handshake: Handshake<MaybeTlsStream>, shared: &Shared, peer: SocketAddr) {
+    let path = handshake.request().uri().path().to_owned();
+    let response = not_found_response(shared, peer, &path);
+    let _ = handshake.respond(response).await;
 }
 
 /// The answers of the admin routes (on the admin listener, or on the main port without one).
