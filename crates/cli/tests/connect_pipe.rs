@@ -323,3 +323,23 @@ fn reconnect_comes_back_after_the_server_drops_the_connection() {
     );
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn connect_with_http2_uses_it_and_says_so_under_v() {
+    let serve = support::Serve::start(&[]);
+    let out = support::run(
+        &["connect", "--http2", "-v", &serve.echo],
+        b"over h2\n",
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.out(), "over h2\n", "{}", out.stderr);
+    assert!(out.stderr.contains("< HTTP/2"), "{}", out.stderr);
+    // Without the flag: HTTP/1.1, as before.
+    let out = support::run(
+        &["connect", "-v", &serve.echo],
+        b"over h1\n",
+        std::time::Duration::from_secs(20),
+    );
+    assert!(out.stderr.contains("< HTTP/1.1 101"), "{}", out.stderr);
+}

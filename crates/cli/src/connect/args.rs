@@ -65,6 +65,11 @@ pub struct ClientArgs {
     /// Print the upgrade request and response headers to stderr.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Open the WebSocket as a stream of an HTTP/2 connection (RFC 8441) when the server
+    /// allows it (ALPN h2 for wss://, prior knowledge for ws://), else over HTTP/1.1; -v says
+    /// which was used.
+    #[arg(long)]
+    pub http2: bool,
 }
 
 /// Parses "Name: value" into a header.
@@ -151,6 +156,9 @@ impl Connector {
         if args.insecure {
             builder = builder.danger_accept_invalid_certs(true);
         }
+        if args.http2 {
+            builder = builder.http2(true);
+        }
         builder = match args.proxy.as_deref() {
             Some("none") => builder.no_proxy(),
             Some(url) => builder.proxy(url),
@@ -164,8 +172,13 @@ impl Connector {
         let builder = self.builder()?;
         if self.args.verbose {
             let request = builder.request();
+            let version = if self.args.http2 {
+                "HTTP/2 if the server allows it, else HTTP/1.1"
+            } else {
+                "HTTP/1.1"
+            };
             out.note(&format!(
-                "> {} {} HTTP/1.1",
+                "> {} {} {version}",
                 request.method(),
                 request.uri()
             ));
@@ -184,7 +197,11 @@ impl Connector {
             .await
             .map_err(|e| Failure::connect(&self.url, &e))?;
         if self.args.verbose {
-            out.note(&format!("< HTTP/1.1 {}", response.status()));
+            let version = match response.version() {
+                http::Version::HTTP_2 => "HTTP/2 (a stream of one HTTP/2 connection, RFC 8441)",
+                _ => "HTTP/1.1",
+            };
+            out.note(&format!("< {version} {}", response.status()));
             for (name, value) in response.headers() {
                 out.note(&format!(
                     "< {name}: {}",
