@@ -19,8 +19,9 @@ const ARGS = [
   "--disable-sync",
 ];
 
-/** A browser with a fresh --user-data-dir; `close()` removes the profile again. */
-export async function launch() {
+/** A browser with a fresh --user-data-dir (and `extraArgs`); `close()` removes the profile
+ * again. */
+export async function launch(extraArgs = []) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)`);
   }
@@ -28,7 +29,7 @@ export async function launch() {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ARGS,
+    args: [...ARGS, ...extraArgs],
     viewport: { width: 1040, height: 640 },
     deviceScaleFactor: 1,
   });

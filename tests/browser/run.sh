@@ -6,6 +6,8 @@
 #                   against ws://localhost:8080 (the address they have built in)
 #   identity.test.mjs  the page opened with a signed token (/?token=, a third server with
 #                   --jwt-secret-file): it shows the token's name and cannot change it
+#   http2.test.mjs  the page over HTTPS with HTTP/2 (a fourth server with a certificate made
+#                   here): its WebSocket is a stream of the page's HTTP/2 connection
 #   client.test.mjs the JavaScript client library (clients/js) in Chromium, and the page that
 #                   uses it, across restarts of a server of its own
 # and first the client library's own tests in Node (clients/js/test: unit tests, and
@@ -55,7 +57,7 @@ start() {
   echo $! > "$tmp/$name.pid"
   for _ in $(seq 100); do
     if [[ -s "$tmp/$name.out" ]]; then
-      url="$(grep -o 'http://[^ ]*' "$tmp/$name.out" | head -1 | sed 's,/$,,')"
+      url="$(grep -o 'https\?://[^ ]*' "$tmp/$name.out" | head -1 | sed 's,/$,,')"
       return 0
     fi
     sleep 0.1
@@ -88,14 +90,22 @@ seeds_url="$url"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$tmp/jwt.secret"
 start jwt --host 127.0.0.1 --port 0 --jwt-secret-file "$tmp/jwt.secret"
 jwt_url="$url"
-log "chat page test against $chat_url, seeds' clients against $seeds_url, signed tokens against $jwt_url"
+# HTTPS with a certificate made here: the page over HTTP/2 (ALPN h2), and its WebSocket as a
+# stream of that connection (RFC 8441).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+  -keyout "$tmp/h2.key" -out "$tmp/h2.crt" -subj /CN=localhost \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+start h2 --host 127.0.0.1 --port 0 --tls-cert "$tmp/h2.crt" --tls-key "$tmp/h2.key"
+h2_url="$url"
+log "chat page test against $chat_url, seeds' clients against $seeds_url, signed tokens against $jwt_url, HTTP/2 against $h2_url"
 
 status=0
 (cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" DUPLEX_BIN="$bin" \
-  DUPLEX_JWT_URL="$jwt_url" DUPLEX_JWT_SECRET_FILE="$tmp/jwt.secret" \
+  DUPLEX_JWT_URL="$jwt_url" DUPLEX_JWT_SECRET_FILE="$tmp/jwt.secret" DUPLEX_H2_URL="$h2_url" \
   node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs identity.test.mjs \
-  client.test.mjs) || status=$?
+  client.test.mjs http2.test.mjs) || status=$?
 stop chat || status=1
 stop seeds || status=1
 stop jwt || status=1
+stop h2 || status=1
 exit $status
