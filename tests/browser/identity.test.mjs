@@ -1,7 +1,7 @@
 // The chat page opened with a signed token (`/?token=`, a hub started with
 // --jwt-secret-file): it shows the token's name, never asks for one, and cannot speak under
 // another, neither through the page nor through a join of its own. DUPLEX_JWT_URL is that
-// hub, DUPLEX_JWT_SECRET_FILE its HS256 secret (both set by run.sh).
+// hub, E2E_JWT_SECRET_FILE its HS256 secret (both set by run.sh).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { launch, say, waitForMessage, shownMessages } from "./browser.mjs";
 
 const base = process.env.DUPLEX_JWT_URL;
-const secretFile = process.env.DUPLEX_JWT_SECRET_FILE;
+const secretFile = process.env.E2E_JWT_SECRET_FILE;
 
 /** An HS256 JWT made with node's crypto (no JWT package: the format is three base64url parts). */
 function hs256(claims, secret) {
@@ -20,7 +20,7 @@ function hs256(claims, secret) {
 }
 
 test("the page opened with a token shows the token's name and cannot change it", { timeout: 60000 }, async () => {
-  assert.ok(base && secretFile, "DUPLEX_JWT_URL and DUPLEX_JWT_SECRET_FILE are set by run.sh");
+  assert.ok(base && secretFile, "DUPLEX_JWT_URL and E2E_JWT_SECRET_FILE are set by run.sh");
   const secret = readFileSync(secretFile, "utf8").trim();
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const token = hs256({ sub: "user-42", name: "Rita Token", exp }, secret);

@@ -101,7 +101,7 @@ log "chat page test against $chat_url, seeds' clients against $seeds_url, signed
 
 status=0
 (cd "$here" && DUPLEX_URL="$chat_url" DUPLEX_SEEDS_URL="$seeds_url" DUPLEX_BIN="$bin" \
-  DUPLEX_JWT_URL="$jwt_url" DUPLEX_JWT_SECRET_FILE="$tmp/jwt.secret" DUPLEX_H2_URL="$h2_url" \
+  DUPLEX_JWT_URL="$jwt_url" E2E_JWT_SECRET_FILE="$tmp/jwt.secret" DUPLEX_H2_URL="$h2_url" \
   node --test --test-concurrency=1 chat.test.mjs seeds.test.mjs identity.test.mjs \
   client.test.mjs http2.test.mjs) || status=$?
 stop chat || status=1

@@ -42,7 +42,13 @@ export async function startHub({ data, port = 0, args = [] }) {
 function spawnHub(data, port, args) {
   const proc = spawn(BIN, ["serve", "--host", "127.0.0.1", "--port", String(port), "--data", data, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
+    // Without the caller's DUPLEX_* variables: `duplex serve` reads one for each of its flags,
+    // and a test's own settings (a secret file for another server, say) must not become this
+    // hub's.
+    env: {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("DUPLEX_"))),
+      RUST_LOG: process.env.RUST_LOG || "warn",
+    },
   });
   let stderr = "";
   proc.stderr.on("data", (d) => (stderr += d));
