@@ -24,7 +24,8 @@ pub struct DeflateArgs {
     #[arg(long, default_value_t = DeflateConfig::default().threshold, env = "DUPLEX_DEFLATE_THRESHOLD")]
     pub deflate_threshold: usize,
     /// Reset the compressor after every message: less ratio on small similar messages, but no
-    /// compression memory held per idle connection.
+    /// compression memory held per idle connection, and (serve) a chat message is compressed
+    /// once for all the room's members instead of going to them uncompressed.
     #[arg(long, env = "DUPLEX_DEFLATE_NO_CONTEXT_TAKEOVER")]
     pub deflate_no_context_takeover: bool,
 }

@@ -178,7 +178,9 @@ where
     pub fn queue_prepared(&mut self, msg: &PreparedMessage) -> Result<()> {
         crate::prepared::check_role(self.conn.role())?;
         self.check_queue()?;
-        self.conn.sender().send_raw(msg.frame())?;
+        let sender = self.conn.sender();
+        let frame = msg.frame_for(sender.shareable_deflate());
+        sender.send_raw(frame)?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::deflate::codec::Deflater;
+use crate::deflate::codec::{Deflater, Shareable};
 use crate::deflate::DeflateParams;
 use crate::error::Error;
 use crate::frame::{FrameHeader, OpCode};
@@ -386,6 +386,12 @@ impl Sender {
         let _ = self.close(Some(CloseFrame::new(CloseCode::GOING_AWAY, "")));
     }
 
+    /// How this sender compresses when its output can be shared with other connections (see
+    /// [`Deflater::shareable`]): `None` without permessage-deflate or with context takeover.
+    pub fn shareable_deflate(&self) -> Option<Shareable> {
+        self.deflater.as_ref().and_then(|d| d.shareable())
+    }
+
     /// Queues bytes that already form complete frames, for a message encoded once and sent to
     /// many connections. The caller guarantees they are valid for this connection's role
     /// (unmasked frames from a server).
@@ -482,7 +488,26 @@ impl Sender {
 /// assert_eq!(&encode_frame(OpCode::Text, b"Hello")[..], [0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
 /// ```
 pub fn encode_frame(opcode: OpCode, payload: &[u8]) -> Bytes {
-    let head = FrameHeader::new(opcode, payload.len() as u64);
+    encode_head(FrameHeader::new(opcode, payload.len() as u64), payload)
+}
+
+/// Like [`encode_frame`], for a payload compressed with permessage-deflate (RSV1 set): the
+/// frame of a broadcast compressed once for every connection whose [`Shareable`] parameters
+/// produced it.
+///
+/// ```
+/// use duplex_proto::{send::encode_compressed_frame, frame::OpCode};
+/// // RFC 7692 section 7.2.3.1: "Hello" compressed, in one frame.
+/// let packed = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+/// assert_eq!(encode_compressed_frame(OpCode::Text, &packed)[..2], [0xc1, 0x07]);
+/// ```
+pub fn encode_compressed_frame(opcode: OpCode, packed: &[u8]) -> Bytes {
+    let mut head = FrameHeader::new(opcode, packed.len() as u64);
+    head.rsv1 = true;
+    encode_head(head, packed)
+}
+
+fn encode_head(head: FrameHeader, payload: &[u8]) -> Bytes {
     let head = head.encode();
     let mut out = BytesMut::with_capacity(head.as_slice().len() + payload.len());
     out.put_slice(head.as_slice());

@@ -121,17 +121,66 @@ impl Deflater {
 
     /// Compresses one whole message payload.
     pub fn compress(&mut self, data: &[u8]) -> Result<Vec<u8>, Error> {
-        let (level, bits) = (self.level, self.window_bits);
-        if self.reset {
-            let mut c = borrow_compressor(level, bits);
-            let out = compress_with(&mut c, data);
-            return_compressor(level, bits, c);
-            return out;
+        if let Some(shared) = self.shareable() {
+            return shared.compress(data);
         }
+        let (level, bits) = (self.level, self.window_bits);
         let c = self.state.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(level), false, bits)
         });
         compress_with(c, data)
+    }
+
+    /// How this compressor works when it keeps no history between messages (no context
+    /// takeover), `None` when it does. Then its output depends on the message alone, so every
+    /// connection with an equal [`Shareable`] would send the same bytes: a broadcast can
+    /// compress once for all of them.
+    pub fn shareable(&self) -> Option<Shareable> {
+        self.reset.then_some(Shareable {
+            level: self.level,
+            window_bits: self.window_bits,
+            threshold: self.threshold,
+        })
+    }
+}
+
+/// The parameters that decide a compressor's output when it resets after every message (see
+/// [`Deflater::shareable`]): connections with equal values can share one compressed copy of
+/// a message.
+///
+/// ```
+/// use duplex_proto::deflate::codec::Deflater;
+/// use duplex_proto::deflate::{negotiate, DeflateConfig};
+/// let params = negotiate::params_for_test(DeflateConfig::default().no_context_takeover(true));
+/// let shared = Deflater::new(&params).shareable().unwrap();
+/// let mut own = Deflater::new(&params);
+/// let text = b"the same bytes for every member of the room";
+/// assert_eq!(shared.compress(text).unwrap(), own.compress(text).unwrap());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shareable {
+    /// Compression level (0-9).
+    pub level: u32,
+    /// The LZ77 window in bits.
+    pub window_bits: u8,
+    /// Payloads smaller than this go uncompressed.
+    pub threshold: usize,
+}
+
+impl Shareable {
+    /// Whether a payload of `len` bytes is worth compressing.
+    pub fn wants(&self, len: usize) -> bool {
+        len >= self.threshold
+    }
+
+    /// Compresses one whole message payload with a compressor borrowed from this thread's
+    /// pool.
+    pub fn compress(&self, data: &[u8]) -> Result<Vec<u8>, Error> {
+        let (level, bits) = (self.level, self.window_bits);
+        let mut c = borrow_compressor(level, bits);
+        let out = compress_with(&mut c, data);
+        return_compressor(level, bits, c);
+        out
     }
 }
 
