@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     let parsed = Cli::command()
         .try_get_matches()
         .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
-    let (cli, matches) = match parsed {
+    let (mut cli, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
             // Exit code 1 for a usage error, not clap's 2: `duplex connect` documents 2 as
@@ -87,10 +87,20 @@ fn main() -> ExitCode {
         }
     };
     init_logs(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut threads = 0;
+    if let Command::Serve(args) = &mut cli.command {
+        // Before the runtime: the file and the environment may set its thread count.
+        if let Err(e) = args.resolve(matches.subcommand_matches("serve")) {
+            eprintln!("duplex: {e:#}");
+            return ExitCode::FAILURE;
+        }
+        threads = args.threads;
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("duplex: cannot start the runtime: {e}");
@@ -100,10 +110,7 @@ fn main() -> ExitCode {
     let client = matches!(cli.command, Command::Connect(_) | Command::Chat(_));
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(mut args) => {
-                args.resolve(matches.subcommand_matches("serve"))?;
-                serve::run(*args).await.map(|()| ExitCode::SUCCESS)
-            }
+            Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
             Command::Connect(args) => Ok(connect::run(args).await),
             Command::Chat(args) => Ok(chat::run(args).await),
             Command::Bench(args) => bench::run(args).await.map(|()| ExitCode::SUCCESS),

@@ -123,6 +123,11 @@ pub struct ServeArgs {
     /// idle connection); 0: never.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_seconds, env = "DUPLEX_PARK_AFTER")]
     park_after: f64,
+    /// Worker threads of the runtime that serves connections (0: one per CPU this process may
+    /// run on). The broker, which orders every room's messages, has a thread of its own
+    /// besides.
+    #[arg(long, value_name = "N", default_value_t = 0, env = "DUPLEX_THREADS")]
+    pub threads: usize,
     /// Share rooms with other nodes through this Redis: redis://[user:pass@]HOST:PORT[/DB],
     /// or rediss:// for TLS. History, numbering and presence then live in Redis (--data is
     /// not used). Run every node with the same URL and --redis-prefix.
@@ -245,6 +250,7 @@ impl ServeArgs {
             history_limit,
             send_queue,
             park_after,
+            threads,
             redis_prefix,
             presence_ttl,
         );
@@ -406,6 +412,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         println!("metrics at http://{admin}/metrics");
     }
     info!("chat {history}");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    info!(
+        "{workers} worker thread{}",
+        if workers == 1 { "" } else { "s" }
+    );
 
     hub.run(shutdown).await?;
     Ok(())

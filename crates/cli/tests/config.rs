@@ -195,6 +195,37 @@ fn the_environment_beats_the_file_and_a_flag_beats_both() {
 }
 
 #[test]
+fn the_thread_count_comes_from_the_file_or_the_flag() {
+    let (_dir, file) = config("host = \"127.0.0.1\"\nport = 0\nthreads = 3\n");
+    for (flags, expected) in [
+        (&[][..], "3 worker threads"),
+        (&["--threads", "1"][..], "1 worker thread\n"),
+    ] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = command(&file, flags, &[])
+            .arg("--data")
+            .arg(data.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start duplex serve");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut logs = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).is_ok_and(|n| n > 0) {
+            logs.push_str(&line);
+            if line.contains("worker thread") {
+                break;
+            }
+            line.clear();
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(logs.contains(expected), "{expected:?} not in {logs}");
+    }
+}
+
+#[test]
 fn an_unknown_key_is_refused_with_its_name_the_file_and_the_line() {
     let (_dir, file) = config("host = \"127.0.0.1\"\nhistory-limit = 5\n");
     let err = refused(&file, &[]);
